@@ -1,0 +1,26 @@
+package retry
+
+import (
+	"time"
+
+	"google.golang.org/grpc/codes"
+)
+
+// RetryEvent describes one retry, for Policy.OnRetry.
+type RetryEvent struct {
+	// Method is the full method name, "/package.Service/Method".
+	Method string
+	// Attempt is the number of the attempt that failed (1 for the first);
+	// the retry is attempt Attempt+1.
+	Attempt int
+	// Err is the failed attempt's error; Code and Class its status code and
+	// class.
+	Err   error
+	Code  codes.Code
+	Class Class
+	// Delay is the wait before the retry.
+	Delay time.Duration
+	// Pushback reports whether Delay is the server's pushback
+	// (grpc-retry-pushback-ms or google.rpc.RetryInfo) rather than backoff.
+	Pushback bool
+}

@@ -1,0 +1,97 @@
+// Package interceptor holds the gRPC mechanics of retrying: the attempt
+// loop, per-attempt contexts and timeouts, capture of failed attempts'
+// trailers, the attempt-count header, and, for streams, replay of buffered
+// client messages until the stream commits.
+//
+// It makes no decisions. Whether a failure is retried, after how long, and
+// what error the caller finally sees are asked of a Decider, which package
+// retry (the root of this module) implements from a Policy. Users import
+// package retry; this package is for that package and for other layers
+// built on the same mechanics.
+package interceptor
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+)
+
+// PreviousAttemptsHeader is the request header carried by every attempt but
+// the first: the number of attempts made before it (gRFC A6).
+const PreviousAttemptsHeader = "grpc-previous-rpc-attempts"
+
+// Call is the state of one logical call, shared by the interceptor and its
+// Decider. The interceptor owns its memory; a Decider must not keep a
+// pointer to it after the call returns.
+type Call struct {
+	// Method is the full method name, "/package.Service/Method".
+	Method string
+	// MaxAttempts bounds the attempts, the first included. Set by Begin.
+	MaxAttempts int
+	// AttemptTimeout, if positive, bounds each attempt (for streams: each
+	// attempt until it commits). Set by Begin.
+	AttemptTimeout time.Duration
+	// MaxReplayBytes bounds, for streams, the serialized size of the client
+	// messages kept for replay. Set by Begin; 0 means nothing is buffered,
+	// so a stream is not retried once it has sent a message.
+	MaxReplayBytes int
+	// HeaderKey and HeaderValue, if HeaderKey is set, are added to the
+	// outgoing metadata of every attempt (an idempotency key, say).
+	HeaderKey, HeaderValue string
+	// Attempts is the number of attempts started so far; the interceptor
+	// keeps it.
+	Attempts int
+	// State belongs to the Decider: per-call state it needs across
+	// attempts. It starts nil on every call.
+	State any
+}
+
+// Decider decides, for the interceptors of this package, whether and when a
+// call is retried. Implementations must be safe for concurrent use: one
+// Decider serves every call through an interceptor.
+type Decider interface {
+	// Begin is called once per logical call, before any attempt. It fills
+	// in c (MaxAttempts, AttemptTimeout, ...) and reports whether the call
+	// is retried at all; if not, the interceptor makes one plain attempt
+	// and returns its result untouched. A non-nil error (an invalid
+	// per-call option, say) is returned to the caller without any attempt.
+	Begin(ctx context.Context, method string, opts []grpc.CallOption, c *Call) (bool, error)
+	// Failed is called after attempt c.Attempts failed with err; trailer
+	// is that attempt's trailer metadata (nil if none arrived). It returns
+	// either the delay before the next attempt and a nil error, or the
+	// error to return to the caller.
+	Failed(ctx context.Context, c *Call, err error, trailer metadata.MD) (time.Duration, error)
+	// Wait blocks for delay, or until ctx ends, in which case it returns
+	// the error to give the caller.
+	Wait(ctx context.Context, c *Call, delay time.Duration) error
+	// Succeeded is called once when the call ends with status OK.
+	Succeeded(c *Call)
+	// Committed is called when a stream that was retried before its
+	// commit ends with err after committing: the error is returned to the
+	// caller as is; this is for the Decider's accounting only.
+	Committed(c *Call, err error)
+}
+
+// attemptContext returns the context for attempt number c.Attempts: the
+// call's context with the attempt-count header on retries, bounded by the
+// attempt timeout. cancel is nil when no context was derived.
+func attemptContext(ctx context.Context, c *Call) (context.Context, context.CancelFunc) {
+	if c.Attempts > 1 {
+		ctx = metadata.AppendToOutgoingContext(ctx, PreviousAttemptsHeader, strconv.Itoa(c.Attempts-1))
+	}
+	if c.AttemptTimeout > 0 {
+		return context.WithTimeout(ctx, c.AttemptTimeout)
+	}
+	return ctx, nil
+}
+
+// callContext adds the call's extra header, if any, for all its attempts.
+func callContext(ctx context.Context, c *Call) context.Context {
+	if c.HeaderKey == "" {
+		return ctx
+	}
+	return metadata.AppendToOutgoingContext(ctx, c.HeaderKey, c.HeaderValue)
+}

@@ -1,0 +1,240 @@
+package retry
+
+import (
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+// Defaults taken by the zero fields of a Policy. They follow the common best
+// practice for RPCs behind a user request: three retries after the first
+// attempt, exponential backoff from one second doubling to ten, full jitter,
+// and only the retryable classes of codes.go retried.
+const (
+	DefaultMaxAttempts    = 4 // the first attempt and 3 retries
+	DefaultInitialBackoff = 1 * time.Second
+	DefaultMaxBackoff     = 10 * time.Second
+	DefaultMultiplier     = 2.0
+	DefaultMaxPushback    = 30 * time.Second
+)
+
+// Policy says when and how a call is retried. The zero value is the default
+// policy (see DefaultPolicy): every zero field takes its default, so
+// retry.Policy{} is a sensible policy and a Policy only needs the fields that
+// differ from the defaults.
+//
+// A Policy is a plain value: Unary and Stream copy and compile it, so changing
+// a Policy after passing it to them has no effect on those interceptors.
+type Policy struct {
+	// MaxAttempts is the number of attempts a call may make, the first one
+	// included: 1 means no retry, 4 (the default) means the first attempt and
+	// up to 3 retries. Negative is invalid.
+	MaxAttempts int
+
+	// InitialBackoff is the base delay before the first retry (default 1s).
+	// The base delay before retry n (n = 0 for the first) is
+	// min(InitialBackoff × Multiplier^n, MaxBackoff), then jittered.
+	InitialBackoff time.Duration
+	// MaxBackoff caps the base delay (default 10s). It must be at least
+	// InitialBackoff once defaults are applied.
+	MaxBackoff time.Duration
+	// Multiplier is the growth factor of the base delay (default 2). It must
+	// be finite and at least 1; exactly 1 gives a constant delay.
+	Multiplier float64
+	// Jitter chooses how the base delay is randomised (default FullJitter).
+	Jitter Jitter
+
+	// PerAttemptTimeout bounds each attempt (default 0: no bound beyond the
+	// caller's deadline). An attempt cut by it fails with DeadlineExceeded,
+	// class Timeout, and is retried while the caller's own deadline has room.
+	// For streams it bounds the time until the stream commits (first response
+	// header or message); a committed stream is never cut by it.
+	PerAttemptTimeout time.Duration
+
+	// MaxPushback is the longest server pushback (grpc-retry-pushback-ms or
+	// google.rpc.RetryInfo) the client honours (default 30s). A longer
+	// pushback stops retrying at once with the last attempt's error, rather
+	// than holding the caller for that long.
+	MaxPushback time.Duration
+
+	// Classify maps a failed attempt's status and trailer to a class
+	// (default: the package function Classify). Every class but Permanent is
+	// retried. It is called concurrently and must not modify its arguments.
+	Classify func(st *status.Status, trailer metadata.MD) Class
+
+	// OnRetry, if set, is called once for every retry, after the decision to
+	// retry and before the wait: never for the first attempt, never for a
+	// failure that is returned to the caller. It is called on the calling
+	// goroutine, concurrently for concurrent calls; it must not block.
+	OnRetry func(RetryEvent)
+
+	// Methods scopes the policy to some methods (default: all methods). Each
+	// entry is a full method name "/package.Service/Method" or a service
+	// prefix "/package.Service/". Calls to other methods pass through the
+	// interceptor untouched: one attempt, error unchanged. Use it to keep
+	// non-idempotent methods (a tool call with side effects) out of retries.
+	Methods []string
+
+	// IdempotencyHeader, if set, turns on idempotency keys: every logical
+	// call gets one random key (32 hex digits) sent in this metadata header,
+	// unchanged on every attempt, so a server can deduplicate side effects.
+	// A key the caller already put in the outgoing metadata under that header
+	// is kept. Header names are case-insensitive (stored lower-case); the
+	// name must be a valid gRPC metadata key, not reserved ("grpc-" prefix)
+	// and not binary ("-bin" suffix).
+	IdempotencyHeader string
+
+	// Seams for tests: a zero value means the real clock and math/rand/v2.
+	clock clock
+	rand  func() float64
+}
+
+// DefaultPolicy returns the policy that the zero Policy stands for, with
+// every default written out: 4 attempts, 1s initial backoff doubling to 10s,
+// full jitter, no per-attempt timeout, pushback honoured up to 30s,
+// classification by Classify, all methods, no idempotency key.
+func DefaultPolicy() Policy {
+	return Policy{
+		MaxAttempts:    DefaultMaxAttempts,
+		InitialBackoff: DefaultInitialBackoff,
+		MaxBackoff:     DefaultMaxBackoff,
+		Multiplier:     DefaultMultiplier,
+		Jitter:         FullJitter,
+		MaxPushback:    DefaultMaxPushback,
+		Classify:       Classify,
+	}
+}
+
+// Validate reports the first field of p that breaks a rule, as a
+// *PolicyError naming the field, its value and the rule. Zero fields are
+// valid: they take their defaults.
+func (p Policy) Validate() error {
+	_, err := p.compile()
+	return err
+}
+
+// withDefaults returns p with every zero field set to its default.
+func (p Policy) withDefaults() Policy {
+	if p.MaxAttempts == 0 {
+		p.MaxAttempts = DefaultMaxAttempts
+	}
+	if p.InitialBackoff == 0 {
+		p.InitialBackoff = DefaultInitialBackoff
+	}
+	if p.MaxBackoff == 0 {
+		p.MaxBackoff = DefaultMaxBackoff
+	}
+	if p.Multiplier == 0 {
+		p.Multiplier = DefaultMultiplier
+	}
+	if p.MaxPushback == 0 {
+		p.MaxPushback = DefaultMaxPushback
+	}
+	if p.Classify == nil {
+		p.Classify = Classify
+	}
+	if p.clock == nil {
+		p.clock = realClock{}
+	}
+	if p.rand == nil {
+		p.rand = randFloat64
+	}
+	return p
+}
+
+// compiled is a validated policy with defaults applied and lookups
+// precomputed. It is immutable and shared by every call of an interceptor.
+type compiled struct {
+	Policy
+	exactMethods   map[string]bool
+	methodPrefixes []string
+	idemHeader     string
+}
+
+func (p Policy) compile() (*compiled, error) {
+	bad := func(field string, value any, rule string) (*compiled, error) {
+		return nil, &PolicyError{Field: field, Value: value, Rule: rule}
+	}
+	if p.MaxAttempts < 0 {
+		return bad("MaxAttempts", p.MaxAttempts, "must be at least 1 (0 means the default, 4)")
+	}
+	for _, f := range []struct {
+		name string
+		d    time.Duration
+	}{
+		{"InitialBackoff", p.InitialBackoff},
+		{"MaxBackoff", p.MaxBackoff},
+		{"PerAttemptTimeout", p.PerAttemptTimeout},
+		{"MaxPushback", p.MaxPushback},
+	} {
+		if f.d < 0 {
+			return bad(f.name, f.d, "must not be negative (0 means the default)")
+		}
+	}
+	if math.IsNaN(p.Multiplier) || math.IsInf(p.Multiplier, 0) {
+		return bad("Multiplier", p.Multiplier, "must be a finite number")
+	}
+	if p.Multiplier != 0 && p.Multiplier < 1 {
+		return bad("Multiplier", p.Multiplier, "must be at least 1 (0 means the default, 2)")
+	}
+	if p.Jitter > NoJitter {
+		return bad("Jitter", p.Jitter, "must be one of FullJitter, ProportionalJitter, EqualJitter, DecorrelatedJitter, NoJitter")
+	}
+	d := p.withDefaults()
+	if d.MaxBackoff < d.InitialBackoff {
+		return bad("MaxBackoff", d.MaxBackoff, "must be at least InitialBackoff ("+d.InitialBackoff.String()+")")
+	}
+	c := &compiled{Policy: d}
+	for i, m := range p.Methods {
+		slash := strings.LastIndexByte(m, '/')
+		if len(m) < 3 || m[0] != '/' || slash < 2 {
+			return bad("Methods["+strconv.Itoa(i)+"]", m, `must be "/package.Service/Method" or a service prefix "/package.Service/"`)
+		}
+		if slash == len(m)-1 {
+			c.methodPrefixes = append(c.methodPrefixes, m)
+			continue
+		}
+		if c.exactMethods == nil {
+			c.exactMethods = make(map[string]bool)
+		}
+		c.exactMethods[m] = true
+	}
+	if h := p.IdempotencyHeader; h != "" {
+		h = strings.ToLower(h)
+		if strings.HasPrefix(h, "grpc-") || strings.HasSuffix(h, "-bin") || !validHeaderName(h) {
+			return bad("IdempotencyHeader", p.IdempotencyHeader, `must be a metadata key of [0-9a-z-_.], not starting "grpc-" nor ending "-bin"`)
+		}
+		c.idemHeader = h
+	}
+	return c, nil
+}
+
+func validHeaderName(h string) bool {
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// inScope reports whether the policy applies to the full method name.
+func (c *compiled) inScope(method string) bool {
+	if c.exactMethods == nil && c.methodPrefixes == nil {
+		return true
+	}
+	if c.exactMethods[method] {
+		return true
+	}
+	for _, p := range c.methodPrefixes {
+		if strings.HasPrefix(method, p) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,162 @@
+package retry
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/hex"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/seed4f82f287/retry/interceptor"
+)
+
+// Unary returns a unary client interceptor that retries calls under p:
+//
+//	grpc.NewClient(target,
+//		grpc.WithChainUnaryInterceptor(retry.Unary(policy)),
+//		grpc.WithDisableRetry())
+//
+// It panics with a *PolicyError if p is invalid (see Policy.Validate), so a
+// misconfigured client fails at start-up rather than silently. The
+// interceptor is safe for concurrent use.
+func Unary(p Policy) grpc.UnaryClientInterceptor {
+	return interceptor.Unary(mustCompile(p))
+}
+
+func mustCompile(p Policy) *compiled {
+	c, err := p.compile()
+	if err != nil {
+		panic(err)
+	}
+	return c
+}
+
+// callState is the per-call decision state, made on a call's first failure.
+type callState struct {
+	backoffs  int           // backoffs since the start or the last pushback
+	prevDelay time.Duration // the last backoff delay, for DecorrelatedJitter
+	lastClass Class
+}
+
+func (c *compiled) Begin(ctx context.Context, method string, opts []grpc.CallOption, call *interceptor.Call) (bool, error) {
+	if !c.inScope(method) {
+		return false, nil
+	}
+	call.Method = method
+	call.MaxAttempts = c.MaxAttempts
+	call.AttemptTimeout = c.PerAttemptTimeout
+	for _, o := range opts {
+		co, ok := o.(CallOption)
+		if !ok {
+			continue
+		}
+		switch co.set {
+		case setDisable:
+			return false, nil
+		case setMaxAttempts:
+			if co.maxAttempts < 1 {
+				return false, status.Errorf(codes.InvalidArgument, "retry: WithMaxAttempts(%d): must be at least 1", co.maxAttempts)
+			}
+			call.MaxAttempts = co.maxAttempts
+		case setAttemptTimeout:
+			if co.attemptTimeout < 0 {
+				return false, status.Errorf(codes.InvalidArgument, "retry: WithPerAttemptTimeout(%v): must not be negative", co.attemptTimeout)
+			}
+			call.AttemptTimeout = co.attemptTimeout
+		}
+	}
+	if c.idemHeader != "" {
+		if md, _ := metadata.FromOutgoingContext(ctx); len(md.Get(c.idemHeader)) == 0 {
+			call.HeaderKey, call.HeaderValue = c.idemHeader, newIdempotencyKey()
+		}
+	}
+	return true, nil
+}
+
+func newIdempotencyKey() string {
+	var b [16]byte
+	crand.Read(b[:]) // never fails (crypto/rand documents it)
+	return hex.EncodeToString(b[:])
+}
+
+func (c *compiled) state(call *interceptor.Call) *callState {
+	s, _ := call.State.(*callState)
+	if s == nil {
+		s = new(callState)
+		call.State = s
+	}
+	return s
+}
+
+func (c *compiled) Failed(ctx context.Context, call *interceptor.Call, err error, trailer metadata.MD) (time.Duration, error) {
+	s := c.state(call)
+	stop := func(r StopReason) (time.Duration, error) {
+		return 0, &Error{Err: err, Attempts: call.Attempts, Reason: r, Class: s.lastClass}
+	}
+	st := status.Convert(err)
+	s.lastClass = c.Classify(st, trailer)
+	if ctx.Err() != nil || c.pastDeadline(ctx) {
+		// The caller's own cancellation or deadline: never retried.
+		s.lastClass = Permanent
+		return stop(StopCanceled)
+	}
+	if s.lastClass == Permanent {
+		return stop(StopPermanent)
+	}
+	if call.Attempts >= call.MaxAttempts {
+		return stop(StopMaxAttempts)
+	}
+	pb := serverPushback(st, trailer)
+	if pb.stop {
+		return stop(StopPushback)
+	}
+	var delay time.Duration
+	if pb.present {
+		if pb.delay > c.MaxPushback {
+			return stop(StopPushbackTooLong)
+		}
+		delay = pb.delay
+		s.backoffs, s.prevDelay = 0, 0
+	} else {
+		delay = c.nextDelay(s.backoffs, s.prevDelay)
+		s.backoffs++
+		s.prevDelay = delay
+	}
+	if deadline, ok := ctx.Deadline(); ok && !c.clock.Now().Add(delay).Before(deadline) {
+		return stop(StopDeadline)
+	}
+	if c.OnRetry != nil {
+		c.OnRetry(RetryEvent{
+			Method:   call.Method,
+			Attempt:  call.Attempts,
+			Err:      err,
+			Code:     st.Code(),
+			Class:    s.lastClass,
+			Delay:    delay,
+			Pushback: pb.present,
+		})
+	}
+	return delay, nil
+}
+
+// pastDeadline reports whether the caller's deadline has passed, even if its
+// context has not noticed yet.
+func (c *compiled) pastDeadline(ctx context.Context) bool {
+	deadline, ok := ctx.Deadline()
+	return ok && !c.clock.Now().Before(deadline)
+}
+
+func (c *compiled) Wait(ctx context.Context, call *interceptor.Call, delay time.Duration) error {
+	if err := c.clock.Sleep(ctx, delay); err != nil {
+		return &Error{Err: status.FromContextError(err).Err(), Attempts: call.Attempts, Reason: StopCanceled, Class: Permanent}
+	}
+	return nil
+}
+
+func (c *compiled) Succeeded(call *interceptor.Call) {}
+
+func (c *compiled) Committed(call *interceptor.Call, err error) {}

@@ -44,25 +44,36 @@ func (c Class) String() string {
 	return "class(" + strconv.Itoa(int(c)) + ")"
 }
 
-// DefaultClasses is the default code → class table. Codes not in it are
-// Permanent. Read-only: Classify reads it; to change the table, set
-// Policy.Classify.
+// CodeClass returns the default class of a status code. It is the table
+// that Classify starts from:
 //
 //	Unavailable       → Transient
 //	ResourceExhausted → RateLimited (Permanent when it is a spent quota, see Classify)
 //	DeadlineExceeded  → Timeout
-//	everything else   → Permanent (Canceled, InvalidArgument, Unauthenticated,
-//	                    PermissionDenied, NotFound, Internal, Unknown, ...)
-var DefaultClasses = map[codes.Code]Class{
-	codes.Unavailable:       Transient,
-	codes.ResourceExhausted: RateLimited,
-	codes.DeadlineExceeded:  Timeout,
+//	everything else   → Permanent (OK, Canceled, Unknown, InvalidArgument,
+//	                    NotFound, AlreadyExists, PermissionDenied,
+//	                    FailedPrecondition, Aborted, OutOfRange,
+//	                    Unimplemented, Internal, DataLoss, Unauthenticated)
+//
+// Aborted and Internal are left Permanent on purpose: Aborted asks for a
+// retry at a higher level (a whole read-modify-write), and Internal means a
+// server bug that a retry usually repeats. A Policy.Classify can opt them in.
+func CodeClass(c codes.Code) Class {
+	switch c {
+	case codes.Unavailable:
+		return Transient
+	case codes.ResourceExhausted:
+		return RateLimited
+	case codes.DeadlineExceeded:
+		return Timeout
+	}
+	return Permanent
 }
 
 // Classify is the default classification of a failed attempt, given its
 // status and the trailer metadata it ended with (which may be nil).
 //
-// It looks the code up in DefaultClasses, with one refinement from AIP-194: a
+// It starts from CodeClass, with one refinement from AIP-194: a
 // ResourceExhausted that carries a google.rpc.QuotaFailure detail and neither
 // a grpc-retry-pushback-ms trailer nor a google.rpc.RetryInfo detail is a spent
 // quota, not a rate limit, and is Permanent: quota retries can take hours and
@@ -75,7 +86,7 @@ var DefaultClasses = map[codes.Code]Class{
 // To override classification, set Policy.Classify to a function that handles
 // the cases you care about and delegates the rest to Classify.
 func Classify(st *status.Status, trailer metadata.MD) Class {
-	c := DefaultClasses[st.Code()]
+	c := CodeClass(st.Code())
 	if c == RateLimited && isSpentQuota(st, trailer) {
 		return Permanent
 	}

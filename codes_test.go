@@ -18,7 +18,7 @@ func TestDefaultClassTable(t *testing.T) {
 		codes.DeadlineExceeded:  Timeout,
 	}
 	for c := codes.OK; c <= codes.Unauthenticated; c++ {
-		if got := Classify(status.New(c, ""), nil); got != want[c] {
+		if got := Classify(status.New(c, ""), nil); got != want[c] || CodeClass(c) != want[c] {
 			t.Errorf("Classify(%v) = %v, want %v", c, got, want[c])
 		}
 	}

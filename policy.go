@@ -20,6 +20,7 @@ const (
 	DefaultMaxBackoff     = 10 * time.Second
 	DefaultMultiplier     = 2.0
 	DefaultMaxPushback    = 30 * time.Second
+	DefaultMaxReplayBytes = 256 << 10 // 256 KiB, as grpc-go's per-RPC buffer
 )
 
 // Policy says when and how a call is retried. The zero value is the default
@@ -61,6 +62,13 @@ type Policy struct {
 	// than holding the caller for that long.
 	MaxPushback time.Duration
 
+	// MaxReplayBytes bounds, per stream, the serialized size of the client
+	// messages kept for replay until the stream commits (default 256 KiB).
+	// A stream that sends more keeps working but commits: it is no longer
+	// retried. Messages that are not protobuf messages cannot be measured
+	// and commit the stream when sent. Negative is invalid.
+	MaxReplayBytes int
+
 	// Classify maps a failed attempt's status and trailer to a class
 	// (default: the package function Classify). Every class but Permanent is
 	// retried. It is called concurrently and must not modify its arguments.
@@ -95,7 +103,8 @@ type Policy struct {
 
 // DefaultPolicy returns the policy that the zero Policy stands for, with
 // every default written out: 4 attempts, 1s initial backoff doubling to 10s,
-// full jitter, no per-attempt timeout, pushback honoured up to 30s,
+// full jitter, no per-attempt timeout, pushback honoured up to 30s, 256 KiB
+// of replay buffer per stream,
 // classification by Classify, all methods, no idempotency key.
 func DefaultPolicy() Policy {
 	return Policy{
@@ -105,6 +114,7 @@ func DefaultPolicy() Policy {
 		Multiplier:     DefaultMultiplier,
 		Jitter:         FullJitter,
 		MaxPushback:    DefaultMaxPushback,
+		MaxReplayBytes: DefaultMaxReplayBytes,
 		Classify:       Classify,
 	}
 }
@@ -133,6 +143,9 @@ func (p Policy) withDefaults() Policy {
 	}
 	if p.MaxPushback == 0 {
 		p.MaxPushback = DefaultMaxPushback
+	}
+	if p.MaxReplayBytes == 0 {
+		p.MaxReplayBytes = DefaultMaxReplayBytes
 	}
 	if p.Classify == nil {
 		p.Classify = Classify
@@ -174,6 +187,9 @@ func (p Policy) compile() (*compiled, error) {
 		if f.d < 0 {
 			return bad(f.name, f.d, "must not be negative (0 means the default)")
 		}
+	}
+	if p.MaxReplayBytes < 0 {
+		return bad("MaxReplayBytes", p.MaxReplayBytes, "must not be negative (0 means the default, 256 KiB)")
 	}
 	if math.IsNaN(p.Multiplier) || math.IsInf(p.Multiplier, 0) {
 		return bad("Multiplier", p.Multiplier, "must be a finite number")

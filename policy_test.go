@@ -16,7 +16,7 @@ func TestZeroPolicyIsTheDefaultPolicy(t *testing.T) {
 	got, want := (Policy{}).withDefaults(), DefaultPolicy().withDefaults()
 	if got.MaxAttempts != 4 || got.InitialBackoff != time.Second || got.MaxBackoff != 10*time.Second ||
 		got.Multiplier != 2 || got.Jitter != FullJitter || got.MaxPushback != 30*time.Second ||
-		got.PerAttemptTimeout != 0 || got.Classify == nil {
+		got.PerAttemptTimeout != 0 || got.MaxReplayBytes != 256<<10 || got.Classify == nil {
 		t.Fatalf("defaults: %+v", got)
 	}
 	got.Classify, want.Classify, got.clock, want.clock, got.rand, want.rand = nil, nil, nil, nil, nil, nil
@@ -43,6 +43,7 @@ func TestValidateNamesFieldAndRule(t *testing.T) {
 		{"Inf multiplier", Policy{Multiplier: math.Inf(1)}, "Multiplier", "finite"},
 		{"max below initial", Policy{InitialBackoff: 2 * time.Second, MaxBackoff: time.Second}, "MaxBackoff", "at least InitialBackoff"},
 		{"initial above default max", Policy{InitialBackoff: time.Minute}, "MaxBackoff", "at least InitialBackoff (1m0s)"},
+		{"negative replay buffer", Policy{MaxReplayBytes: -1}, "MaxReplayBytes", "negative"},
 		{"unknown jitter", Policy{Jitter: 42}, "Jitter", "must be one of"},
 		{"method without slash", Policy{Methods: []string{"Generate"}}, "Methods[0]", "/package.Service/Method"},
 		{"method without service", Policy{Methods: []string{"/a.B/M", "//"}}, "Methods[1]", "/package.Service/Method"},

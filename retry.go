@@ -27,6 +27,29 @@ func Unary(p Policy) grpc.UnaryClientInterceptor {
 	return interceptor.Unary(mustCompile(p))
 }
 
+// Stream returns a stream client interceptor that retries streams under p,
+// for server-streaming, client-streaming and bidi calls alike:
+//
+//	grpc.NewClient(target,
+//		grpc.WithChainStreamInterceptor(retry.Stream(policy)),
+//		grpc.WithDisableRetry())
+//
+// Until a stream commits, a failed attempt is replaced by a new one on which
+// every message sent so far, and CloseSend, are replayed; the caller sees one
+// unbroken stream. A stream commits, and is never retried again, once a
+// response message or response headers arrive, the caller calls Header or
+// Trailer, or the messages sent exceed Policy.MaxReplayBytes. After commit
+// an error goes to the caller (as a *Error with Reason StopCommitted): no
+// message is delivered twice and none is re-sent. PerAttemptTimeout bounds
+// each attempt until it commits.
+//
+// It panics with a *PolicyError if p is invalid. The interceptor is safe for
+// concurrent use; each stream is safe for one sending and one receiving
+// goroutine at a time, as any gRPC stream.
+func Stream(p Policy) grpc.StreamClientInterceptor {
+	return interceptor.Stream(mustCompile(p))
+}
+
 func mustCompile(p Policy) *compiled {
 	c, err := p.compile()
 	if err != nil {
@@ -49,6 +72,7 @@ func (c *compiled) Begin(ctx context.Context, method string, opts []grpc.CallOpt
 	call.Method = method
 	call.MaxAttempts = c.MaxAttempts
 	call.AttemptTimeout = c.PerAttemptTimeout
+	call.MaxReplayBytes = c.MaxReplayBytes
 	for _, o := range opts {
 		co, ok := o.(CallOption)
 		if !ok {
@@ -159,4 +183,6 @@ func (c *compiled) Wait(ctx context.Context, call *interceptor.Call, delay time.
 
 func (c *compiled) Succeeded(call *interceptor.Call) {}
 
-func (c *compiled) Committed(call *interceptor.Call, err error) {}
+func (c *compiled) Committed(call *interceptor.Call, err error) error {
+	return &Error{Err: err, Attempts: call.Attempts, Reason: StopCommitted, Class: c.Classify(status.Convert(err), nil)}
+}

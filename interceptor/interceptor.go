@@ -69,10 +69,10 @@ type Decider interface {
 	Wait(ctx context.Context, c *Call, delay time.Duration) error
 	// Succeeded is called once when the call ends with status OK.
 	Succeeded(c *Call)
-	// Committed is called when a stream that was retried before its
-	// commit ends with err after committing: the error is returned to the
-	// caller as is; this is for the Decider's accounting only.
-	Committed(c *Call, err error)
+	// Committed is called when a stream fails with err after it committed,
+	// so it cannot be retried. It returns the error to give the caller,
+	// which must keep err's status.
+	Committed(c *Call, err error) error
 }
 
 // attemptContext returns the context for attempt number c.Attempts: the

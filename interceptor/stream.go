@@ -1,0 +1,390 @@
+package interceptor
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+)
+
+// Stream returns a stream client interceptor that retries streams as d
+// decides, following the commit rules of gRFC A6.
+//
+// Until a stream commits, every message the caller sends (and its
+// CloseSend) is kept, and a failed attempt is replaced by a new one on which
+// they are replayed in order, so the caller sees one unbroken stream. The
+// stream commits, and is never retried again, when the first of these
+// happens: a response message arrives; a failed attempt turns out to have
+// received response headers (a trailers-only failure does not count); the
+// caller calls Header or Trailer; or the kept messages would exceed
+// Call.MaxReplayBytes (in serialized bytes). At commit the kept messages are
+// released. After commit, errors go to the caller (through
+// Decider.Committed) and nothing is re-sent.
+//
+// Call.AttemptTimeout bounds each attempt until it commits; a committed
+// stream is bounded only by the caller's context.
+//
+// Abandoned attempts are cancelled. As with any gRPC stream, the caller must
+// read until RecvMsg returns an error, or cancel the context, to release the
+// stream.
+func Stream(d Decider) grpc.StreamClientInterceptor {
+	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		s := &retryStream{d: d, ctx: ctx, desc: desc, cc: cc, method: method, streamer: streamer, opts: opts}
+		retry, err := d.Begin(ctx, method, opts, &s.call)
+		if err != nil {
+			return nil, err
+		}
+		if !retry {
+			return streamer(ctx, desc, cc, method, opts...)
+		}
+		s.callCtx = callContext(ctx, &s.call)
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if err := s.newAttemptLocked(); err != nil {
+			if err := s.retryLocked(err, nil); err != nil {
+				return nil, err
+			}
+		}
+		return s, nil
+	}
+}
+
+// retryStream is the grpc.ClientStream the caller holds: one logical stream
+// over a succession of attempts.
+type retryStream struct {
+	d        Decider
+	ctx      context.Context // the caller's
+	callCtx  context.Context // ctx plus the call's header
+	desc     *grpc.StreamDesc
+	cc       *grpc.ClientConn
+	method   string
+	streamer grpc.Streamer
+	opts     []grpc.CallOption
+
+	// committed is set, under mu, once the stream has committed; from then
+	// on cur never changes, and SendMsg and RecvMsg use it without mu.
+	committed atomic.Bool
+
+	mu          sync.Mutex // guards what follows, and serialises sends before commit
+	call        Call
+	cur         *attempt
+	replay      []any // messages sent before commit, for replay
+	replayBytes int
+	closeSent   bool
+	done        bool // the call's outcome has been reported to d
+}
+
+// attempt is one try at the stream.
+type attempt struct {
+	cs       grpc.ClientStream
+	cancel   context.CancelFunc
+	timer    *time.Timer // the per-attempt timeout, until commit
+	timedOut atomic.Bool // the per-attempt timeout cut this attempt
+	broken   bool        // a send failed: the attempt is over, RecvMsg will say why
+}
+
+// newAttemptLocked opens a new attempt and replays the kept messages on it.
+// An error means the attempt could not be opened; a failed replay leaves the
+// attempt broken, for RecvMsg to find out why.
+func (s *retryStream) newAttemptLocked() error {
+	s.call.Attempts++
+	ctx, cancel := attemptContext(s.callCtx, &s.call)
+	if cancel == nil {
+		ctx, cancel = context.WithCancel(ctx)
+	} else if s.call.AttemptTimeout > 0 {
+		// attemptContext bounded the whole attempt; for streams the bound
+		// is only until commit, so use a timer that commit stops instead.
+		cancel()
+		ctx, cancel = context.WithCancel(metadataOnly(s.callCtx, &s.call))
+	}
+	a := &attempt{cancel: cancel}
+	if t := s.call.AttemptTimeout; t > 0 {
+		a.timer = time.AfterFunc(t, func() {
+			a.timedOut.Store(true)
+			cancel()
+		})
+	}
+	cs, err := s.streamer(ctx, s.desc, s.cc, s.method, s.opts...)
+	if err != nil {
+		a.stop()
+		return a.convert(err, s.call.AttemptTimeout)
+	}
+	a.cs = cs
+	s.cur = a
+	for _, m := range s.replay {
+		if a.cs.SendMsg(m) != nil {
+			a.broken = true
+			return nil
+		}
+	}
+	if s.closeSent {
+		if a.cs.CloseSend() != nil {
+			a.broken = true
+		}
+	}
+	return nil
+}
+
+// metadataOnly is attemptContext without the timeout.
+func metadataOnly(ctx context.Context, c *Call) context.Context {
+	t := c.AttemptTimeout
+	c.AttemptTimeout = 0
+	ctx, _ = attemptContext(ctx, c)
+	c.AttemptTimeout = t
+	return ctx
+}
+
+func (a *attempt) stop() {
+	if a.timer != nil {
+		a.timer.Stop()
+	}
+	a.cancel()
+}
+
+// convert turns the error of an attempt cut by the per-attempt timeout (which
+// shows as the client's own cancellation) into DeadlineExceeded.
+func (a *attempt) convert(err error, timeout time.Duration) error {
+	if a.timedOut.Load() && status.Code(err) == codes.Canceled {
+		return status.Error(codes.DeadlineExceeded, fmt.Sprintf("retry: stream attempt got no response within the per-attempt timeout %v", timeout))
+	}
+	return err
+}
+
+// commitLocked commits the stream to its current attempt.
+func (s *retryStream) commitLocked() {
+	if s.committed.Load() {
+		return
+	}
+	if s.cur != nil && s.cur.timer != nil {
+		s.cur.timer.Stop()
+	}
+	clear(s.replay)
+	s.replay = nil
+	s.committed.Store(true)
+}
+
+// retryLocked handles the failure err of the current attempt (nil trailer if
+// none): it either replaces the attempt (after the decided wait) and returns
+// nil, or returns the error for the caller. It holds mu while waiting, so
+// sends wait for the new attempt.
+func (s *retryStream) retryLocked(err error, trailer metadata.MD) error {
+	for {
+		delay, final := s.d.Failed(s.ctx, &s.call, err, trailer)
+		if final != nil {
+			s.finishLocked()
+			return final
+		}
+		if werr := s.d.Wait(s.ctx, &s.call, delay); werr != nil {
+			s.finishLocked()
+			return werr
+		}
+		if s.cur != nil {
+			s.cur.stop() // abandon the failed attempt
+		}
+		if err = s.newAttemptLocked(); err == nil {
+			return nil
+		}
+		trailer = nil
+	}
+}
+
+// finishLocked releases the current attempt once the call is over.
+func (s *retryStream) finishLocked() {
+	s.done = true
+	if s.cur != nil {
+		s.cur.stop()
+	}
+	clear(s.replay)
+	s.replay = nil
+}
+
+func (s *retryStream) SendMsg(m any) error {
+	if s.committed.Load() {
+		return s.cur.cs.SendMsg(m)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.committed.Load() {
+		return s.sendCommittedLocked(m)
+	}
+	if s.done || s.closeSent {
+		// The call already ended (or the caller misuses the stream): let
+		// gRPC say so.
+		if s.cur == nil {
+			return io.EOF
+		}
+		return s.cur.cs.SendMsg(m)
+	}
+	size := messageSize(m)
+	if size < 0 || s.replayBytes+size > s.call.MaxReplayBytes {
+		s.commitLocked()
+		return s.sendCommittedLocked(m)
+	}
+	s.replay = append(s.replay, m)
+	s.replayBytes += size
+	if s.cur.broken {
+		return nil // kept for replay; RecvMsg will find out why the attempt ended
+	}
+	if err := s.cur.cs.SendMsg(m); err != nil {
+		// The attempt is over (io.EOF); its status comes from RecvMsg,
+		// which retries and replays this message if it may.
+		s.cur.broken = true
+	}
+	return nil
+}
+
+func (s *retryStream) sendCommittedLocked(m any) error {
+	if s.cur.broken {
+		return io.EOF
+	}
+	return s.cur.cs.SendMsg(m)
+}
+
+// messageSize returns the serialized size of m, or -1 if it cannot be
+// known (not a protobuf message), in which case the stream commits rather
+// than keep an unbounded buffer.
+func messageSize(m any) int {
+	if pm, ok := m.(proto.Message); ok {
+		return proto.Size(pm)
+	}
+	return -1
+}
+
+func (s *retryStream) CloseSend() error {
+	if s.committed.Load() {
+		return s.cur.cs.CloseSend()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.committed.Load() {
+		return s.cur.cs.CloseSend()
+	}
+	if s.done || s.cur == nil {
+		return nil
+	}
+	s.closeSent = true
+	if !s.cur.broken && s.cur.cs.CloseSend() != nil {
+		s.cur.broken = true
+	}
+	return nil
+}
+
+func (s *retryStream) RecvMsg(m any) error {
+	if s.committed.Load() {
+		err := s.cur.cs.RecvMsg(m)
+		if err != nil {
+			s.mu.Lock()
+			err = s.endCommittedLocked(err)
+			s.mu.Unlock()
+		}
+		return err
+	}
+	s.mu.Lock()
+	for {
+		if s.committed.Load() {
+			s.mu.Unlock()
+			return s.RecvMsg(m)
+		}
+		if s.done {
+			s.mu.Unlock()
+			return io.EOF
+		}
+		a := s.cur
+		s.mu.Unlock()
+		err := a.cs.RecvMsg(m)
+		s.mu.Lock()
+		if a != s.cur {
+			continue // another goroutine already replaced the attempt
+		}
+		if err == nil {
+			s.commitLocked()
+			if !s.desc.ServerStreams {
+				// The one response of a unary-response stream arrived with
+				// status OK.
+				s.succeedLocked()
+			}
+			s.mu.Unlock()
+			return nil
+		}
+		if err == io.EOF {
+			s.succeedLocked()
+			s.mu.Unlock()
+			return io.EOF
+		}
+		if s.committed.Load() {
+			// Header or Trailer committed the stream meanwhile.
+			err = s.endCommittedLocked(err)
+			s.mu.Unlock()
+			return err
+		}
+		if hdr, _ := a.cs.Header(); hdr != nil {
+			// Response headers had arrived: the stream was committed.
+			s.commitLocked()
+			err = s.endCommittedLocked(err)
+			s.mu.Unlock()
+			return err
+		}
+		err = a.convert(err, s.call.AttemptTimeout)
+		if rerr := s.retryLocked(err, a.cs.Trailer()); rerr != nil {
+			s.mu.Unlock()
+			return rerr
+		}
+	}
+}
+
+func (s *retryStream) succeedLocked() {
+	if !s.done {
+		s.finishLocked()
+		s.d.Succeeded(&s.call)
+	}
+}
+
+// endCommittedLocked reports the end of a committed stream.
+func (s *retryStream) endCommittedLocked(err error) error {
+	if s.done {
+		return err
+	}
+	if err == io.EOF {
+		s.succeedLocked()
+		return err
+	}
+	s.finishLocked()
+	return s.d.Committed(&s.call, err)
+}
+
+// Header commits the stream and returns the current attempt's response
+// headers (waiting for them).
+func (s *retryStream) Header() (metadata.MD, error) {
+	s.mu.Lock()
+	s.commitLocked()
+	a := s.cur
+	s.mu.Unlock()
+	return a.cs.Header()
+}
+
+// Trailer commits the stream and returns the current attempt's trailers.
+func (s *retryStream) Trailer() metadata.MD {
+	s.mu.Lock()
+	s.commitLocked()
+	a := s.cur
+	s.mu.Unlock()
+	return a.cs.Trailer()
+}
+
+// Context returns the current attempt's stream context.
+func (s *retryStream) Context() context.Context {
+	if s.committed.Load() {
+		return s.cur.cs.Context()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cur.cs.Context()
+}

@@ -1,6 +1,7 @@
 package retry
 
 import (
+	"context"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -8,6 +9,9 @@ import (
 
 // RetryEvent describes one retry, for Policy.OnRetry.
 type RetryEvent struct {
+	// Context is the caller's context of the call being retried: use it to
+	// tie the event to the request (trace span, logger, request ID).
+	Context context.Context
 	// Method is the full method name, "/package.Service/Method".
 	Method string
 	// Attempt is the number of the attempt that failed (1 for the first);

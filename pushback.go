@@ -9,6 +9,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/seed4f82f287/retry/interceptor"
 )
 
 // PushbackTrailer is the trailer through which a server tells a client when
@@ -17,7 +19,7 @@ const PushbackTrailer = "grpc-retry-pushback-ms"
 
 // PreviousAttemptsHeader is the request header that retries carry (gRFC
 // A6): the number of attempts made before this one, absent on the first.
-const PreviousAttemptsHeader = "grpc-previous-rpc-attempts"
+const PreviousAttemptsHeader = interceptor.PreviousAttemptsHeader
 
 const retryInfoName = "google.rpc.RetryInfo"
 

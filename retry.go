@@ -155,6 +155,7 @@ func (c *compiled) Failed(ctx context.Context, call *interceptor.Call, err error
 	}
 	if c.OnRetry != nil {
 		c.OnRetry(RetryEvent{
+			Context:  ctx,
 			Method:   call.Method,
 			Attempt:  call.Attempts,
 			Err:      err,

@@ -136,8 +136,8 @@ func TestHookAndHeader(t *testing.T) {
 		t.Fatalf("%v after %d attempts", err, len(mds))
 	}
 	if len(events) != 2 ||
-		events[0] != (RetryEvent{Method: "/test.Service/Method", Attempt: 1, Err: events[0].Err, Code: codes.Unavailable, Class: Transient, Delay: time.Second}) ||
-		events[1] != (RetryEvent{Method: "/test.Service/Method", Attempt: 2, Err: events[1].Err, Code: codes.Unavailable, Class: Transient, Delay: 20 * time.Millisecond, Pushback: true}) {
+		events[0] != (RetryEvent{Context: context.Background(), Method: "/test.Service/Method", Attempt: 1, Err: events[0].Err, Code: codes.Unavailable, Class: Transient, Delay: time.Second}) ||
+		events[1] != (RetryEvent{Context: context.Background(), Method: "/test.Service/Method", Attempt: 2, Err: events[1].Err, Code: codes.Unavailable, Class: Transient, Delay: 20 * time.Millisecond, Pushback: true}) {
 		t.Fatalf("events %+v", events)
 	}
 	var got []string

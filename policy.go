@@ -69,6 +69,14 @@ type Policy struct {
 	// and commit the stream when sent. Negative is invalid.
 	MaxReplayBytes int
 
+	// Budget limits retries across every call that shares it (see Budget).
+	// Nil means a fresh NewRatioBudget(DefaultBudgetRatio,
+	// DefaultBudgetMinPerSecond) for each interceptor built from the
+	// policy: at most 10% of calls retried, but at least one retry a
+	// second. Set a Budget you made to share it between Unary and Stream,
+	// or across clients; set NoBudget to turn budgeting off.
+	Budget Budget
+
 	// Classify maps a failed attempt's status and trailer to a class
 	// (default: the package function Classify). Every class but Permanent is
 	// retried. It is called concurrently and must not modify its arguments.
@@ -104,7 +112,8 @@ type Policy struct {
 // DefaultPolicy returns the policy that the zero Policy stands for, with
 // every default written out: 4 attempts, 1s initial backoff doubling to 10s,
 // full jitter, no per-attempt timeout, pushback honoured up to 30s, 256 KiB
-// of replay buffer per stream,
+// of replay buffer per stream, a retry budget of 10% of calls (at least one
+// a second),
 // classification by Classify, all methods, no idempotency key.
 func DefaultPolicy() Policy {
 	return Policy{
@@ -149,6 +158,9 @@ func (p Policy) withDefaults() Policy {
 	}
 	if p.Classify == nil {
 		p.Classify = Classify
+	}
+	if p.Budget == nil {
+		p.Budget = NewRatioBudget(DefaultBudgetRatio, DefaultBudgetMinPerSecond)
 	}
 	if p.clock == nil {
 		p.clock = realClock{}
@@ -199,6 +211,11 @@ func (p Policy) compile() (*compiled, error) {
 	}
 	if p.Jitter > NoJitter {
 		return bad("Jitter", p.Jitter, "must be one of FullJitter, ProportionalJitter, EqualJitter, DecorrelatedJitter, NoJitter")
+	}
+	if p.Budget != nil {
+		if err := p.Budget.validate(); err != nil {
+			return bad("Budget", p.Budget, err.Error())
+		}
 	}
 	d := p.withDefaults()
 	if d.MaxBackoff < d.InitialBackoff {

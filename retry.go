@@ -98,6 +98,7 @@ func (c *compiled) Begin(ctx context.Context, method string, opts []grpc.CallOpt
 			call.HeaderKey, call.HeaderValue = c.idemHeader, newIdempotencyKey()
 		}
 	}
+	c.Budget.call()
 	return true, nil
 }
 
@@ -131,6 +132,7 @@ func (c *compiled) Failed(ctx context.Context, call *interceptor.Call, err error
 	if s.lastClass == Permanent {
 		return stop(StopPermanent)
 	}
+	c.Budget.failure()
 	if call.Attempts >= call.MaxAttempts {
 		return stop(StopMaxAttempts)
 	}
@@ -150,8 +152,12 @@ func (c *compiled) Failed(ctx context.Context, call *interceptor.Call, err error
 		s.backoffs++
 		s.prevDelay = delay
 	}
-	if deadline, ok := ctx.Deadline(); ok && !c.clock.Now().Add(delay).Before(deadline) {
+	now := c.clock.Now()
+	if deadline, ok := ctx.Deadline(); ok && !now.Add(delay).Before(deadline) {
 		return stop(StopDeadline)
+	}
+	if !c.Budget.tryRetry(now) {
+		return stop(StopBudget)
 	}
 	if c.OnRetry != nil {
 		c.OnRetry(RetryEvent{
@@ -182,8 +188,12 @@ func (c *compiled) Wait(ctx context.Context, call *interceptor.Call, delay time.
 	return nil
 }
 
-func (c *compiled) Succeeded(call *interceptor.Call) {}
+func (c *compiled) Succeeded(call *interceptor.Call) { c.Budget.success() }
 
 func (c *compiled) Committed(call *interceptor.Call, err error) error {
-	return &Error{Err: err, Attempts: call.Attempts, Reason: StopCommitted, Class: c.Classify(status.Convert(err), nil)}
+	class := c.Classify(status.Convert(err), nil)
+	if class != Permanent {
+		c.Budget.failure()
+	}
+	return &Error{Err: err, Attempts: call.Attempts, Reason: StopCommitted, Class: class}
 }

@@ -17,7 +17,7 @@ import (
 var unavailable = status.New(codes.Unavailable, "backend restarting")
 
 func exact() Policy {
-	return Policy{InitialBackoff: time.Second, MaxBackoff: 4 * time.Second, Jitter: NoJitter, MaxAttempts: 6}
+	return Policy{InitialBackoff: time.Second, MaxBackoff: 4 * time.Second, Jitter: NoJitter, MaxAttempts: 6, Budget: NoBudget}
 }
 
 func stopOf(t *testing.T, err error) *Error {

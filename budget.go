@@ -1,0 +1,220 @@
+package retry
+
+import (
+	"fmt"
+	"math"
+	"sync/atomic"
+	"time"
+)
+
+// Budget limits retries across all the calls that share it, so that retrying
+// cannot multiply the load on a struggling backend: when most calls fail,
+// the budget runs dry and calls fail fast with their own error (Reason
+// StopBudget) instead of piling retries on the server.
+//
+// A Budget is shared state, safe for concurrent use, and costs a few atomic
+// operations per call. Share one Budget among the interceptors of a client
+// (or of a fleet of connections to one backend) by putting it in their
+// Policy. The package's budgets are NewRatioBudget (the default) and
+// NewThrottle (gRFC A6 retry throttling); NoBudget turns budgeting off.
+type Budget interface {
+	// call is told of every logical call the interceptor retries for.
+	call()
+	// failure is told of every failed attempt whose class is retryable, and
+	// of every server pushback saying "do not retry".
+	failure()
+	// success is told of every call that ends with status OK.
+	success()
+	// tryRetry asks for one retry at time now and spends for it if allowed.
+	tryRetry(now time.Time) bool
+	validate() error
+}
+
+// NoBudget is the Budget that allows every retry: retries are bounded only
+// by MaxAttempts and the deadline. At a full outage every call then makes
+// MaxAttempts attempts.
+var NoBudget Budget = noBudget{}
+
+type noBudget struct{}
+
+func (noBudget) call()                  {}
+func (noBudget) failure()               {}
+func (noBudget) success()               {}
+func (noBudget) tryRetry(time.Time) bool { return true }
+func (noBudget) validate() error        { return nil }
+
+// Default ratio budget: retries are at most 10% of calls (the Google SRE
+// book's per-client budget), but at least one per second.
+const (
+	DefaultBudgetRatio        = 0.1
+	DefaultBudgetMinPerSecond = 1.0
+)
+
+// milli is the fixed-point scale of budget balances: 1000 = one retry.
+const milli = 1000
+
+// RatioBudget allows retries up to a fixed fraction of the calls made, with
+// a small per-second allowance so that a client with little traffic can
+// still retry (in the spirit of Finagle's RetryBudget and the Google SRE
+// book). Each call deposits Ratio of a retry; each retry withdraws one.
+// The balance starts full and unspent deposits accumulate up to 10 retries,
+// so a new client can retry at once and a long healthy period does not buy
+// a long storm later. Independently, MinPerSecond retries per
+// second are always allowed (accumulating up to one second's worth), and
+// every retry, however paid, uses up that allowance too: over time the
+// retries allowed are about max(Ratio × calls, MinPerSecond × seconds), not
+// their sum.
+//
+// At a full outage a client using it makes about 1 + Ratio attempts per call
+// once its balance is spent; with failures rare, every failed call is
+// retried as long as fewer than Ratio of the calls fail.
+type RatioBudget struct {
+	ratio        float64
+	minPerSecond float64
+	err          error
+
+	ratioMilli int64         // deposit per call
+	capMilli   int64         // most a balance can hold
+	balance    atomic.Int64  // milli-retries
+	interval   time.Duration // between floor retries
+	tat        atomic.Int64  // GCRA theoretical arrival time of the floor (unix ns)
+}
+
+// NewRatioBudget returns a budget allowing retries of at most ratio of the
+// calls (0 < ratio ≤ 1; 0.1 means one retry per ten calls) plus at least
+// minPerSecond retries per second (≥ 0). Invalid arguments are reported by
+// Policy.Validate (and make Unary and Stream panic), naming the Budget field.
+func NewRatioBudget(ratio, minPerSecond float64) *RatioBudget {
+	b := &RatioBudget{ratio: ratio, minPerSecond: minPerSecond}
+	switch {
+	case !(ratio > 0 && ratio <= 1):
+		b.err = fmt.Errorf("NewRatioBudget ratio %v: must be in (0, 1]", ratio)
+	case !(minPerSecond >= 0) || math.IsInf(minPerSecond, 0):
+		b.err = fmt.Errorf("NewRatioBudget minPerSecond %v: must be finite and at least 0", minPerSecond)
+	}
+	if b.err != nil {
+		return b
+	}
+	b.ratioMilli = int64(math.Round(ratio * milli))
+	b.capMilli = 10 * milli
+	b.balance.Store(b.capMilli) // a new client may retry at once
+	if minPerSecond > 0 {
+		b.interval = time.Duration(float64(time.Second) / minPerSecond)
+	}
+	return b
+}
+
+func (b *RatioBudget) validate() error { return b.err }
+func (b *RatioBudget) failure()        {}
+func (b *RatioBudget) success()        {}
+
+func (b *RatioBudget) call() {
+	for {
+		old := b.balance.Load()
+		if old >= b.capMilli {
+			return
+		}
+		if b.balance.CompareAndSwap(old, min(old+b.ratioMilli, b.capMilli)) {
+			return
+		}
+	}
+}
+
+func (b *RatioBudget) tryRetry(now time.Time) bool {
+	paid := false
+	for {
+		old := b.balance.Load()
+		if old < milli {
+			break
+		}
+		if b.balance.CompareAndSwap(old, old-milli) {
+			paid = true
+			break
+		}
+	}
+	floor := b.takeFloor(now.UnixNano(), paid)
+	return paid || floor
+}
+
+// takeFloor is a GCRA limiter of minPerSecond with a burst of one second's
+// worth. If force, the retry is paid already and only uses up the allowance.
+func (b *RatioBudget) takeFloor(now int64, force bool) bool {
+	if b.interval <= 0 {
+		return false
+	}
+	iv := int64(b.interval)
+	burst := max(iv, int64(time.Second)) // one second's worth, at least one retry
+	for {
+		tat := b.tat.Load()
+		next := max(tat, now) + iv
+		if next-now > burst && !force {
+			return false
+		}
+		if next-now > burst {
+			next = now + burst // allowance used up; do not go further into debt
+		}
+		if b.tat.CompareAndSwap(tat, next) {
+			return true
+		}
+	}
+}
+
+// Balance returns the retries the budget holds from deposits, not counting
+// the per-second allowance. For tests and metrics.
+func (b *RatioBudget) Balance() float64 { return float64(b.balance.Load()) / milli }
+
+// Throttle is gRFC A6 retry throttling, as grpc-go's retryThrottling service
+// config: a token bucket of MaxTokens that starts full; every retryable
+// failure (and every pushback saying "do not retry") takes one token, every
+// successful call gives back TokenRatio, and retries are allowed only while
+// the bucket holds more than half of MaxTokens. Unlike a ratio budget it
+// stops all retries while failures exceed about TokenRatio/(1+TokenRatio) of
+// the calls (9% for A6's example of 10 tokens and 0.1).
+type Throttle struct {
+	maxTokens, tokenRatio float64
+	err                   error
+
+	maxMilli, ratioMilli int64
+	tokens               atomic.Int64
+}
+
+// NewThrottle returns A6 retry throttling with maxTokens (0 < maxTokens ≤
+// 1000) and tokenRatio (0 < tokenRatio ≤ maxTokens), e.g. NewThrottle(10,
+// 0.1). Invalid arguments are reported by Policy.Validate.
+func NewThrottle(maxTokens, tokenRatio float64) *Throttle {
+	t := &Throttle{maxTokens: maxTokens, tokenRatio: tokenRatio}
+	switch {
+	case !(maxTokens > 0 && maxTokens <= 1000):
+		t.err = fmt.Errorf("NewThrottle maxTokens %v: must be in (0, 1000]", maxTokens)
+	case !(tokenRatio > 0 && tokenRatio <= maxTokens):
+		t.err = fmt.Errorf("NewThrottle tokenRatio %v: must be in (0, maxTokens]", tokenRatio)
+	}
+	if t.err != nil {
+		return t
+	}
+	t.maxMilli = int64(math.Round(maxTokens * milli))
+	t.ratioMilli = int64(math.Round(tokenRatio * milli))
+	t.tokens.Store(t.maxMilli)
+	return t
+}
+
+func (t *Throttle) validate() error { return t.err }
+func (t *Throttle) call()           {}
+
+func (t *Throttle) failure() { t.add(-milli) }
+func (t *Throttle) success() { t.add(t.ratioMilli) }
+
+func (t *Throttle) add(d int64) {
+	for {
+		old := t.tokens.Load()
+		v := min(max(old+d, 0), t.maxMilli)
+		if v == old || t.tokens.CompareAndSwap(old, v) {
+			return
+		}
+	}
+}
+
+func (t *Throttle) tryRetry(time.Time) bool { return t.tokens.Load()*2 > t.maxMilli }
+
+// Tokens returns the tokens in the bucket. For tests and metrics.
+func (t *Throttle) Tokens() float64 { return float64(t.tokens.Load()) / milli }

@@ -1,0 +1,155 @@
+package retry
+
+import (
+	"context"
+	"errors"
+	"math"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+func TestRatioBudgetArithmetic(t *testing.T) {
+	t0 := time.Unix(1_000_000, 0)
+	b := NewRatioBudget(0.1, 0) // no floor: deposits only
+	if b.Balance() != 10 {
+		t.Fatalf("a new budget holds %v retries, want 10", b.Balance())
+	}
+	for i := 0; i < 10; i++ {
+		if !b.tryRetry(t0) {
+			t.Fatalf("retry %d of the initial 10 denied", i+1)
+		}
+	}
+	if b.tryRetry(t0) || b.Balance() != 0 {
+		t.Fatalf("11th retry allowed or balance %v != 0", b.Balance())
+	}
+	for i := 0; i < 9; i++ {
+		b.call()
+	}
+	if b.tryRetry(t0) {
+		t.Fatal("9 calls at 10% bought a retry")
+	}
+	b.call()
+	if math.Abs(b.Balance()-1) > 1e-9 || !b.tryRetry(t0) || b.Balance() != 0 {
+		t.Fatalf("10 calls at 10%% must buy exactly one retry (balance %v)", b.Balance())
+	}
+	for i := 0; i < 1000; i++ {
+		b.call()
+	}
+	if b.Balance() != 10 {
+		t.Fatalf("balance %v, want capped at 10", b.Balance())
+	}
+}
+
+func TestRatioBudgetFloor(t *testing.T) {
+	t0 := time.Unix(1_000_000, 0)
+	b := NewRatioBudget(0.1, 2) // 2 retries a second, burst of one second's worth
+	b.balance.Store(0)
+	allowed := func(at time.Duration) bool { return b.tryRetry(t0.Add(at)) }
+	if !allowed(0) || !allowed(0) || allowed(0) {
+		t.Fatal("want exactly 2 retries at once from an idle floor of 2/s")
+	}
+	if allowed(499*time.Millisecond) || !allowed(500*time.Millisecond) || allowed(500*time.Millisecond) {
+		t.Fatal("want one more retry exactly 500ms later")
+	}
+	// A retry paid from deposits also uses up the floor: no sum of both.
+	b = NewRatioBudget(0.1, 1)
+	b.balance.Store(2 * milli)
+	if !allowed(10*time.Second) || !allowed(10*time.Second) {
+		t.Fatal("paid retries denied")
+	}
+	if allowed(10*time.Second) || !allowed(11*time.Second) {
+		t.Fatal("the floor must be spent by the paid retries, then refill at 1/s")
+	}
+}
+
+func TestThrottleArithmetic(t *testing.T) {
+	th := NewThrottle(10, 0.1)
+	now := time.Now()
+	if th.Tokens() != 10 || !th.tryRetry(now) {
+		t.Fatalf("a new throttle has %v tokens and must allow retries", th.Tokens())
+	}
+	for i := 0; i < 4; i++ {
+		th.failure()
+	}
+	if th.Tokens() != 6 || !th.tryRetry(now) {
+		t.Fatalf("6 tokens of 10 must allow retries (have %v)", th.Tokens())
+	}
+	th.failure()
+	if th.Tokens() != 5 || th.tryRetry(now) {
+		t.Fatalf("at exactly half the tokens (%v) retries must stop", th.Tokens())
+	}
+	th.success()
+	if math.Abs(th.Tokens()-5.1) > 1e-9 || !th.tryRetry(now) {
+		t.Fatalf("a success refunds 0.1: %v", th.Tokens())
+	}
+	for i := 0; i < 100; i++ {
+		th.failure()
+	}
+	if th.Tokens() != 0 {
+		t.Fatalf("tokens %v, want floor 0", th.Tokens())
+	}
+	for i := 0; i < 1000; i++ {
+		th.success()
+	}
+	if th.Tokens() != 10 {
+		t.Fatalf("tokens %v, want cap 10", th.Tokens())
+	}
+}
+
+func TestBudgetsStayInBoundsUnderConcurrency(t *testing.T) {
+	rb := NewRatioBudget(0.3, 5)
+	th := NewThrottle(20, 0.5)
+	var wg sync.WaitGroup
+	now := time.Now()
+	for g := 0; g < 16; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 2000; i++ {
+				rb.call()
+				rb.tryRetry(now.Add(time.Duration(i) * time.Millisecond))
+				th.failure()
+				th.tryRetry(now)
+				if i%3 == 0 {
+					th.success()
+				}
+				if v := rb.balance.Load(); v < 0 || v > rb.capMilli {
+					t.Errorf("ratio balance %d out of [0, %d]", v, rb.capMilli)
+					return
+				}
+				if v := th.tokens.Load(); v < 0 || v > th.maxMilli {
+					t.Errorf("throttle tokens %d out of [0, %d]", v, th.maxMilli)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func TestBudgetValidation(t *testing.T) {
+	for _, b := range []Budget{
+		NewRatioBudget(0, 1), NewRatioBudget(1.5, 1), NewRatioBudget(math.NaN(), 1),
+		NewRatioBudget(0.1, -1), NewRatioBudget(0.1, math.Inf(1)),
+		NewThrottle(0, 0.1), NewThrottle(1001, 0.1), NewThrottle(10, 0), NewThrottle(10, 11),
+	} {
+		var pe *PolicyError
+		if err := (Policy{Budget: b}).Validate(); !errors.As(err, &pe) || pe.Field != "Budget" {
+			t.Errorf("Validate() = %v, want a PolicyError on Budget", err)
+		}
+	}
+}
+
+func TestBudgetStopsRetries(t *testing.T) {
+	p := exact()
+	p.Budget = NewThrottle(2, 1) // starts at 2 tokens: the first failure leaves 1, which is half
+	err, mds, _ := runScript(context.Background(), p, fail(unavailable), fail(unavailable))
+	e := stopOf(t, err)
+	if len(mds) != 1 || e.Reason != StopBudget || status.Code(err) != codes.Unavailable {
+		t.Fatalf("%d attempts, %v", len(mds), err)
+	}
+}

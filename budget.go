@@ -37,11 +37,11 @@ var NoBudget Budget = noBudget{}
 
 type noBudget struct{}
 
-func (noBudget) call()                  {}
-func (noBudget) failure()               {}
-func (noBudget) success()               {}
+func (noBudget) call()                   {}
+func (noBudget) failure()                {}
+func (noBudget) success()                {}
 func (noBudget) tryRetry(time.Time) bool { return true }
-func (noBudget) validate() error        { return nil }
+func (noBudget) validate() error         { return nil }
 
 // Default ratio budget: retries are at most 10% of calls (the Google SRE
 // book's per-client budget), but at least one per second.

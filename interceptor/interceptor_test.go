@@ -47,7 +47,9 @@ func (d *scriptedDecider) Failed(ctx context.Context, c *Call, err error, traile
 	return 0, nil
 }
 
-func (d *scriptedDecider) Wait(ctx context.Context, c *Call, delay time.Duration) error { return ctx.Err() }
+func (d *scriptedDecider) Wait(ctx context.Context, c *Call, delay time.Duration) error {
+	return ctx.Err()
+}
 
 func (d *scriptedDecider) Succeeded(c *Call) {
 	d.mu.Lock()

@@ -76,7 +76,9 @@ type retryStream struct {
 	mu          sync.Mutex // guards what follows, and serialises sends before commit
 	call        Call
 	cur         *attempt
-	replay      []any // messages sent before commit, for replay
+	first       attempt
+	replay      []any  // messages sent before commit, for replay
+	replay1     [1]any // backing for replay's first message
 	replayBytes int
 	closeSent   bool
 	done        bool // the call's outcome has been reported to d
@@ -85,10 +87,10 @@ type retryStream struct {
 // attempt is one try at the stream.
 type attempt struct {
 	cs       grpc.ClientStream
-	cancel   context.CancelFunc
-	timer    *time.Timer // the per-attempt timeout, until commit
-	timedOut atomic.Bool // the per-attempt timeout cut this attempt
-	broken   bool        // a send failed: the attempt is over, RecvMsg will say why
+	cancel   context.CancelFunc // nil without a per-attempt timeout
+	timer    *time.Timer        // the per-attempt timeout, until commit
+	timedOut atomic.Bool        // the per-attempt timeout cut this attempt
+	broken   bool               // a send failed: the attempt is over, RecvMsg will say why
 }
 
 // newAttemptLocked opens a new attempt and replays the kept messages on it.
@@ -96,20 +98,19 @@ type attempt struct {
 // attempt broken, for RecvMsg to find out why.
 func (s *retryStream) newAttemptLocked() error {
 	s.call.Attempts++
-	ctx, cancel := attemptContext(s.callCtx, &s.call)
-	if cancel == nil {
-		ctx, cancel = context.WithCancel(ctx)
-	} else if s.call.AttemptTimeout > 0 {
-		// attemptContext bounded the whole attempt; for streams the bound
-		// is only until commit, so use a timer that commit stops instead.
-		cancel()
-		ctx, cancel = context.WithCancel(metadataOnly(s.callCtx, &s.call))
+	a := &s.first // the first attempt needs no allocation of its own
+	if s.call.Attempts > 1 {
+		a = new(attempt)
 	}
-	a := &attempt{cancel: cancel}
+	// An attempt ends by itself when it fails (that is when it is
+	// replaced), so it needs a cancel of its own only for the timeout,
+	// which for streams lasts until commit: a timer that commit stops.
+	ctx := metadataOnly(s.callCtx, &s.call)
 	if t := s.call.AttemptTimeout; t > 0 {
+		ctx, a.cancel = context.WithCancel(ctx)
 		a.timer = time.AfterFunc(t, func() {
 			a.timedOut.Store(true)
-			cancel()
+			a.cancel()
 		})
 	}
 	cs, err := s.streamer(ctx, s.desc, s.cc, s.method, s.opts...)
@@ -146,7 +147,9 @@ func (a *attempt) stop() {
 	if a.timer != nil {
 		a.timer.Stop()
 	}
-	a.cancel()
+	if a.cancel != nil {
+		a.cancel()
+	}
 }
 
 // convert turns the error of an attempt cut by the per-attempt timeout (which
@@ -227,6 +230,9 @@ func (s *retryStream) SendMsg(m any) error {
 	if size < 0 || s.replayBytes+size > s.call.MaxReplayBytes {
 		s.commitLocked()
 		return s.sendCommittedLocked(m)
+	}
+	if s.replay == nil {
+		s.replay = s.replay1[:0]
 	}
 	s.replay = append(s.replay, m)
 	s.replayBytes += size

@@ -1,0 +1,224 @@
+package bench
+
+import (
+	"context"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	grpcretry "github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/retry"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/test/bufconn"
+
+	"github.com/seed4f82f287/retry"
+	pb "github.com/seed4f82f287/retry/gen/inference/v1"
+)
+
+const streamTokens = 16
+
+// server answers every call at once. With failFirst, the first attempt of
+// every call (one carrying no attempt header of any client) fails with
+// Unavailable, and retries succeed.
+type server struct {
+	pb.UnimplementedInferenceServiceServer
+	failFirst bool
+}
+
+func (s *server) firstAttempt(ctx context.Context) bool {
+	md, _ := metadata.FromIncomingContext(ctx)
+	return len(md.Get("grpc-previous-rpc-attempts")) == 0 && len(md.Get("x-retry-attempt")) == 0
+}
+
+func (s *server) Generate(ctx context.Context, req *pb.GenerateRequest) (*pb.GenerateResponse, error) {
+	if s.failFirst && s.firstAttempt(ctx) {
+		return nil, status.Error(codes.Unavailable, "first attempt fails")
+	}
+	return &pb.GenerateResponse{Text: "a short completion of the prompt"}, nil
+}
+
+func (s *server) StreamGenerate(req *pb.StreamGenerateRequest, stream pb.InferenceService_StreamGenerateServer) error {
+	if s.failFirst && s.firstAttempt(stream.Context()) {
+		return status.Error(codes.Unavailable, "first attempt fails")
+	}
+	for i := range streamTokens {
+		if err := stream.Send(&pb.StreamGenerateResponse{Token: "tok", Index: int32(i)}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// client is one way of calling the server: the floor or a retry layer.
+type client struct {
+	name string
+	opts []grpc.DialOption
+}
+
+// A6 retryPolicy for grpc-go's built-in retry, comparable to our default.
+const serviceConfig = `{"methodConfig": [{
+  "name": [{"service": "inference.v1.InferenceService"}],
+  "retryPolicy": {
+    "maxAttempts": 4, "initialBackoff": "0.000000001s", "maxBackoff": "0.000000001s",
+    "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED"]
+  }}]}`
+
+// zeroWait policies wait (next to) nothing between attempts, so the cost of
+// a retry is the machinery, not the sleep.
+var zeroWait = retry.Policy{InitialBackoff: time.Nanosecond, MaxBackoff: time.Nanosecond}
+
+func ours(name string, p retry.Policy) client {
+	return client{name, []grpc.DialOption{
+		grpc.WithDisableRetry(),
+		grpc.WithChainUnaryInterceptor(retry.Unary(p)),
+		grpc.WithChainStreamInterceptor(retry.Stream(p)),
+	}}
+}
+
+func clients() []client {
+	noBudget := zeroWait
+	noBudget.Budget = retry.NoBudget
+	throttle := zeroWait
+	throttle.Budget = retry.NewThrottle(10, 0.1)
+	mw := []grpcretry.CallOption{
+		grpcretry.WithMax(4),
+		grpcretry.WithBackoff(func(context.Context, uint) time.Duration { return 0 }),
+		grpcretry.WithCodes(codes.Unavailable, codes.ResourceExhausted),
+	}
+	return []client{
+		{"bare", []grpc.DialOption{grpc.WithDisableRetry()}},
+		{"grpc-builtin", []grpc.DialOption{grpc.WithDefaultServiceConfig(serviceConfig)}},
+		{"middleware", []grpc.DialOption{
+			grpc.WithDisableRetry(),
+			grpc.WithChainUnaryInterceptor(grpcretry.UnaryClientInterceptor(mw...)),
+			grpc.WithChainStreamInterceptor(grpcretry.StreamClientInterceptor(mw...)),
+		}},
+		ours("ours-default", zeroWait), // default ratio budget
+		ours("ours-nobudget", noBudget),
+		ours("ours-throttle", throttle),
+	}
+}
+
+func dial(b *testing.B, srv *server, c client) pb.InferenceServiceClient {
+	b.Helper()
+	lis := bufconn.Listen(1 << 20)
+	gs := grpc.NewServer()
+	pb.RegisterInferenceServiceServer(gs, srv)
+	go gs.Serve(lis)
+	opts := append([]grpc.DialOption{
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+	}, c.opts...)
+	cc, err := grpc.NewClient("passthrough:///bufnet", opts...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cc.Close(); gs.Stop() })
+	pc := pb.NewInferenceServiceClient(cc)
+	// Warm the connection up outside the measurement.
+	if _, err := pc.Generate(context.Background(), &pb.GenerateRequest{Prompt: "warm-up"}); err != nil {
+		b.Fatal(err)
+	}
+	return pc
+}
+
+var req = &pb.GenerateRequest{Prompt: "Write a haiku about retries.", MaxTokens: 64}
+
+func unary(b *testing.B, failFirst bool) {
+	for _, c := range clients() {
+		b.Run("client="+c.name, func(b *testing.B) {
+			pc := dial(b, &server{failFirst: failFirst}, c)
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				if _, err := pc.Generate(ctx, req); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkUnary is the success path: every call succeeds at once.
+func BenchmarkUnary(b *testing.B) { unary(b, false) }
+
+// BenchmarkUnaryRetried is one retried call: Unavailable, then OK, with no
+// wait between the attempts. (The bare client is skipped: it fails.)
+func BenchmarkUnaryRetried(b *testing.B) {
+	for _, c := range clients()[1:] {
+		b.Run("client="+c.name, func(b *testing.B) {
+			if c.name == "ours-default" || c.name == "ours-throttle" {
+				b.Skip("a budget denies retries when every call fails its first attempt; see ours-nobudget")
+			}
+			pc := dial(b, &server{failFirst: true}, c)
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				if _, err := pc.Generate(ctx, req); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkUnaryParallel is the success path from many goroutines, so that
+// contention on shared state (budgets) shows.
+func BenchmarkUnaryParallel(b *testing.B) {
+	for _, c := range clients() {
+		b.Run("client="+c.name, func(b *testing.B) {
+			pc := dial(b, &server{}, c)
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				ctx := context.Background()
+				for pb.Next() {
+					if _, err := pc.Generate(ctx, req); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkServerStream is a server-streaming call of streamTokens messages.
+func BenchmarkServerStream(b *testing.B) {
+	for _, c := range clients() {
+		b.Run("client="+c.name, func(b *testing.B) {
+			pc := dial(b, &server{}, c)
+			ctx := context.Background()
+			sreq := &pb.StreamGenerateRequest{Prompt: req.Prompt}
+			var msg pb.StreamGenerateResponse
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				stream, err := pc.StreamGenerate(ctx, sreq)
+				if err != nil {
+					b.Fatal(err)
+				}
+				n := 0
+				for {
+					err := stream.RecvMsg(&msg)
+					if err == io.EOF {
+						break
+					}
+					if err != nil {
+						b.Fatal(err)
+					}
+					n++
+				}
+				if n != streamTokens {
+					b.Fatalf("%d tokens", n)
+				}
+			}
+		})
+	}
+}

@@ -29,8 +29,13 @@ import (
 // released. After commit, errors go to the caller (through
 // Decider.Committed) and nothing is re-sent.
 //
-// Call.AttemptTimeout bounds each attempt until it commits; a committed
-// stream is bounded only by the caller's context.
+// Call.AttemptTimeout bounds each attempt until its response headers arrive
+// (or it commits otherwise); a committed stream is bounded only by the
+// caller's context. With a timeout, each attempt has a goroutine waiting for
+// its headers, which ends with the attempt.
+//
+// Context, as in grpc-go, commits the stream: the context it returns belongs
+// to one attempt.
 //
 // Abandoned attempts are cancelled. As with any gRPC stream, the caller must
 // read until RecvMsg returns an error, or cancel the context, to release the
@@ -46,6 +51,8 @@ func Stream(d Decider) grpc.StreamClientInterceptor {
 			return streamer(ctx, desc, cc, method, opts...)
 		}
 		s.callCtx = callContext(ctx, &s.call)
+		s.sendMu.Lock()
+		defer s.sendMu.Unlock()
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		if err := s.newAttemptLocked(); err != nil {
@@ -59,6 +66,13 @@ func Stream(d Decider) grpc.StreamClientInterceptor {
 
 // retryStream is the grpc.ClientStream the caller holds: one logical stream
 // over a succession of attempts.
+//
+// Two locks: sendMu serialises everything sent on an attempt (the caller's
+// SendMsg and CloseSend, and replays onto a new attempt), and is held while
+// a send blocks in flow control; mu guards the state and is never held
+// while blocking on the network, except by the retry path, which holds both
+// (always sendMu first) while it waits and replays. So a receiver can take
+// a message, and commit, while a sender is blocked.
 type retryStream struct {
 	d        Decider
 	ctx      context.Context // the caller's
@@ -70,10 +84,12 @@ type retryStream struct {
 	opts     []grpc.CallOption
 
 	// committed is set, under mu, once the stream has committed; from then
-	// on cur never changes, and SendMsg and RecvMsg use it without mu.
+	// on cur never changes, and SendMsg and RecvMsg use it without locks.
 	committed atomic.Bool
 
-	mu          sync.Mutex // guards what follows, and serialises sends before commit
+	sendMu sync.Mutex
+
+	mu          sync.Mutex
 	call        Call
 	cur         *attempt
 	first       attempt
@@ -84,18 +100,26 @@ type retryStream struct {
 	done        bool // the call's outcome has been reported to d
 }
 
+// Per-attempt timeout states: the timer and the headers race to move an
+// attempt out of timing; exactly one wins.
+const (
+	timing   int32 = iota // the timeout may still cut the attempt
+	answered              // headers arrived or the stream committed: no timeout
+	timedOut              // the timeout cut the attempt
+)
+
 // attempt is one try at the stream.
 type attempt struct {
-	cs       grpc.ClientStream
-	cancel   context.CancelFunc // nil without a per-attempt timeout
-	timer    *time.Timer        // the per-attempt timeout, until commit
-	timedOut atomic.Bool        // the per-attempt timeout cut this attempt
-	broken   bool               // a send failed: the attempt is over, RecvMsg will say why
+	cs     grpc.ClientStream
+	cancel context.CancelFunc // nil without a per-attempt timeout
+	timer  *time.Timer        // the per-attempt timeout
+	state  atomic.Int32       // timing, answered or timedOut
+	broken bool               // a send failed: the attempt is over, RecvMsg will say why (guarded by mu)
 }
 
 // newAttemptLocked opens a new attempt and replays the kept messages on it.
 // An error means the attempt could not be opened; a failed replay leaves the
-// attempt broken, for RecvMsg to find out why.
+// attempt broken, for RecvMsg to find out why. Callers hold sendMu and mu.
 func (s *retryStream) newAttemptLocked() error {
 	s.call.Attempts++
 	a := &s.first // the first attempt needs no allocation of its own
@@ -103,23 +127,27 @@ func (s *retryStream) newAttemptLocked() error {
 		a = new(attempt)
 	}
 	// An attempt ends by itself when it fails (that is when it is
-	// replaced), so it needs a cancel of its own only for the timeout,
-	// which for streams lasts until commit: a timer that commit stops.
+	// replaced), so it needs a cancel of its own only for the timeout.
 	ctx := metadataOnly(s.callCtx, &s.call)
-	if t := s.call.AttemptTimeout; t > 0 {
+	timeout := s.call.AttemptTimeout
+	if timeout > 0 {
 		ctx, a.cancel = context.WithCancel(ctx)
-		a.timer = time.AfterFunc(t, func() {
-			a.timedOut.Store(true)
-			a.cancel()
+		a.timer = time.AfterFunc(timeout, func() {
+			if a.state.CompareAndSwap(timing, timedOut) {
+				a.cancel()
+			}
 		})
 	}
 	cs, err := s.streamer(ctx, s.desc, s.cc, s.method, s.opts...)
 	if err != nil {
 		a.stop()
-		return a.convert(err, s.call.AttemptTimeout)
+		return a.convert(err, timeout)
 	}
 	a.cs = cs
 	s.cur = a
+	if timeout > 0 {
+		go a.watchHeaders()
+	}
 	for _, m := range s.replay {
 		if a.cs.SendMsg(m) != nil {
 			a.broken = true
@@ -134,6 +162,22 @@ func (s *retryStream) newAttemptLocked() error {
 	return nil
 }
 
+// watchHeaders ends the attempt's timeout when its response headers arrive.
+// It returns when they do or when the attempt ends.
+func (a *attempt) watchHeaders() {
+	if md, _ := a.cs.Header(); md != nil {
+		a.answer()
+	}
+}
+
+// answer takes the attempt out of the per-attempt timeout, unless it has
+// already fired.
+func (a *attempt) answer() {
+	if a.timer != nil && a.state.CompareAndSwap(timing, answered) {
+		a.timer.Stop()
+	}
+}
+
 // metadataOnly is attemptContext without the timeout.
 func metadataOnly(ctx context.Context, c *Call) context.Context {
 	t := c.AttemptTimeout
@@ -143,6 +187,7 @@ func metadataOnly(ctx context.Context, c *Call) context.Context {
 	return ctx
 }
 
+// stop releases an attempt that is over.
 func (a *attempt) stop() {
 	if a.timer != nil {
 		a.timer.Stop()
@@ -155,8 +200,8 @@ func (a *attempt) stop() {
 // convert turns the error of an attempt cut by the per-attempt timeout (which
 // shows as the client's own cancellation) into DeadlineExceeded.
 func (a *attempt) convert(err error, timeout time.Duration) error {
-	if a.timedOut.Load() && status.Code(err) == codes.Canceled {
-		return status.Error(codes.DeadlineExceeded, fmt.Sprintf("retry: stream attempt got no response within the per-attempt timeout %v", timeout))
+	if a.state.Load() == timedOut && status.Code(err) == codes.Canceled {
+		return status.Error(codes.DeadlineExceeded, fmt.Sprintf("retry: stream attempt got no response headers within the per-attempt timeout %v", timeout))
 	}
 	return err
 }
@@ -166,8 +211,8 @@ func (s *retryStream) commitLocked() {
 	if s.committed.Load() {
 		return
 	}
-	if s.cur != nil && s.cur.timer != nil {
-		s.cur.timer.Stop()
+	if s.cur != nil {
+		s.cur.answer()
 	}
 	clear(s.replay)
 	s.replay = nil
@@ -176,7 +221,7 @@ func (s *retryStream) commitLocked() {
 
 // retryLocked handles the failure err of the current attempt (nil trailer if
 // none): it either replaces the attempt (after the decided wait) and returns
-// nil, or returns the error for the caller. It holds mu while waiting, so
+// nil, or returns the error for the caller. Callers hold sendMu and mu, so
 // sends wait for the new attempt.
 func (s *retryStream) retryLocked(err error, trailer metadata.MD) error {
 	for {
@@ -213,45 +258,46 @@ func (s *retryStream) SendMsg(m any) error {
 	if s.committed.Load() {
 		return s.cur.cs.SendMsg(m)
 	}
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.committed.Load() {
-		return s.sendCommittedLocked(m)
-	}
-	if s.done || s.closeSent {
-		// The call already ended (or the caller misuses the stream): let
+	a := s.cur
+	switch {
+	case s.committed.Load():
+	case s.done || s.closeSent:
+		// The call already ended, or the caller misuses the stream: let
 		// gRPC say so.
-		if s.cur == nil {
-			return io.EOF
+	default:
+		size := messageSize(m)
+		if size < 0 || s.replayBytes+size > s.call.MaxReplayBytes {
+			s.commitLocked()
+			break
 		}
-		return s.cur.cs.SendMsg(m)
+		if s.replay == nil {
+			s.replay = s.replay1[:0]
+		}
+		s.replay = append(s.replay, m)
+		s.replayBytes += size
+		if a.broken {
+			s.mu.Unlock()
+			return nil // kept for replay; RecvMsg will find out why the attempt ended
+		}
+		s.mu.Unlock()
+		if err := a.cs.SendMsg(m); err != nil {
+			// The attempt is over (io.EOF); its status comes from RecvMsg,
+			// which retries and replays this message if it may.
+			s.mu.Lock()
+			a.broken = true
+			s.mu.Unlock()
+		}
+		return nil
 	}
-	size := messageSize(m)
-	if size < 0 || s.replayBytes+size > s.call.MaxReplayBytes {
-		s.commitLocked()
-		return s.sendCommittedLocked(m)
-	}
-	if s.replay == nil {
-		s.replay = s.replay1[:0]
-	}
-	s.replay = append(s.replay, m)
-	s.replayBytes += size
-	if s.cur.broken {
-		return nil // kept for replay; RecvMsg will find out why the attempt ended
-	}
-	if err := s.cur.cs.SendMsg(m); err != nil {
-		// The attempt is over (io.EOF); its status comes from RecvMsg,
-		// which retries and replays this message if it may.
-		s.cur.broken = true
-	}
-	return nil
-}
-
-func (s *retryStream) sendCommittedLocked(m any) error {
-	if s.cur.broken {
+	broken := a.broken
+	s.mu.Unlock()
+	if broken {
 		return io.EOF
 	}
-	return s.cur.cs.SendMsg(m)
+	return a.cs.SendMsg(m)
 }
 
 // messageSize returns the serialized size of m, or -1 if it cannot be
@@ -268,49 +314,48 @@ func (s *retryStream) CloseSend() error {
 	if s.committed.Load() {
 		return s.cur.cs.CloseSend()
 	}
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.committed.Load() {
-		return s.cur.cs.CloseSend()
-	}
-	if s.done || s.cur == nil {
-		return nil
+	a := s.cur
+	if s.committed.Load() || s.done {
+		s.mu.Unlock()
+		return a.cs.CloseSend()
 	}
 	s.closeSent = true
-	if !s.cur.broken && s.cur.cs.CloseSend() != nil {
-		s.cur.broken = true
+	broken := a.broken
+	s.mu.Unlock()
+	if !broken && a.cs.CloseSend() != nil {
+		s.mu.Lock()
+		a.broken = true
+		s.mu.Unlock()
 	}
 	return nil
 }
 
 func (s *retryStream) RecvMsg(m any) error {
-	if s.committed.Load() {
-		err := s.cur.cs.RecvMsg(m)
-		if err != nil {
-			s.mu.Lock()
-			err = s.endCommittedLocked(err)
-			s.mu.Unlock()
-		}
-		return err
-	}
-	s.mu.Lock()
 	for {
 		if s.committed.Load() {
-			s.mu.Unlock()
-			return s.RecvMsg(m)
+			err := s.cur.cs.RecvMsg(m)
+			if err != nil {
+				s.mu.Lock()
+				err = s.endCommittedLocked(s.cur.convert(err, s.call.AttemptTimeout))
+				s.mu.Unlock()
+			}
+			return err
 		}
+		s.mu.Lock()
 		if s.done {
 			s.mu.Unlock()
 			return io.EOF
 		}
+		// Only the receiving goroutine replaces attempts, so a stays
+		// current until this goroutine replaces it.
 		a := s.cur
 		s.mu.Unlock()
 		err := a.cs.RecvMsg(m)
-		s.mu.Lock()
-		if a != s.cur {
-			continue // another goroutine already replaced the attempt
-		}
 		if err == nil {
+			s.mu.Lock()
 			s.commitLocked()
 			if !s.desc.ServerStreams {
 				// The one response of a unary-response stream arrived with
@@ -320,30 +365,40 @@ func (s *retryStream) RecvMsg(m any) error {
 			s.mu.Unlock()
 			return nil
 		}
-		if err == io.EOF {
-			s.succeedLocked()
-			s.mu.Unlock()
-			return io.EOF
-		}
-		if s.committed.Load() {
-			// Header or Trailer committed the stream meanwhile.
-			err = s.endCommittedLocked(err)
-			s.mu.Unlock()
+		s.sendMu.Lock()
+		s.mu.Lock()
+		err, again := s.attemptEndedLocked(a, err)
+		s.mu.Unlock()
+		s.sendMu.Unlock()
+		if !again {
 			return err
-		}
-		if hdr, _ := a.cs.Header(); hdr != nil {
-			// Response headers had arrived: the stream was committed.
-			s.commitLocked()
-			err = s.endCommittedLocked(err)
-			s.mu.Unlock()
-			return err
-		}
-		err = a.convert(err, s.call.AttemptTimeout)
-		if rerr := s.retryLocked(err, a.cs.Trailer()); rerr != nil {
-			s.mu.Unlock()
-			return rerr
 		}
 	}
+}
+
+// attemptEndedLocked handles the end (err) of attempt a: success, a failure
+// after commit, or a failure to retry. again reports that a new attempt is
+// in place and the caller should receive from it.
+func (s *retryStream) attemptEndedLocked(a *attempt, err error) (_ error, again bool) {
+	switch {
+	case err == io.EOF:
+		s.succeedLocked()
+		return io.EOF, false
+	case s.committed.Load():
+		// Header, Trailer, Context or an overflowing send committed the
+		// stream meanwhile.
+		return s.endCommittedLocked(a.convert(err, s.call.AttemptTimeout)), false
+	}
+	if hdr, _ := a.cs.Header(); hdr != nil {
+		// Response headers had arrived: the stream was committed.
+		s.commitLocked()
+		return s.endCommittedLocked(a.convert(err, s.call.AttemptTimeout)), false
+	}
+	err = a.convert(err, s.call.AttemptTimeout)
+	if rerr := s.retryLocked(err, a.cs.Trailer()); rerr != nil {
+		return rerr, false
+	}
+	return nil, true
 }
 
 func (s *retryStream) succeedLocked() {
@@ -366,31 +421,23 @@ func (s *retryStream) endCommittedLocked(err error) error {
 	return s.d.Committed(&s.call, err)
 }
 
+// committedAttempt commits the stream and returns its attempt.
+func (s *retryStream) committedAttempt() *attempt {
+	if !s.committed.Load() {
+		s.mu.Lock()
+		s.commitLocked()
+		s.mu.Unlock()
+	}
+	return s.cur
+}
+
 // Header commits the stream and returns the current attempt's response
 // headers (waiting for them).
-func (s *retryStream) Header() (metadata.MD, error) {
-	s.mu.Lock()
-	s.commitLocked()
-	a := s.cur
-	s.mu.Unlock()
-	return a.cs.Header()
-}
+func (s *retryStream) Header() (metadata.MD, error) { return s.committedAttempt().cs.Header() }
 
 // Trailer commits the stream and returns the current attempt's trailers.
-func (s *retryStream) Trailer() metadata.MD {
-	s.mu.Lock()
-	s.commitLocked()
-	a := s.cur
-	s.mu.Unlock()
-	return a.cs.Trailer()
-}
+func (s *retryStream) Trailer() metadata.MD { return s.committedAttempt().cs.Trailer() }
 
-// Context returns the current attempt's stream context.
-func (s *retryStream) Context() context.Context {
-	if s.committed.Load() {
-		return s.cur.cs.Context()
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.cur.cs.Context()
-}
+// Context commits the stream, as grpc-go's own streams do, and returns the
+// current attempt's stream context.
+func (s *retryStream) Context() context.Context { return s.committedAttempt().cs.Context() }

@@ -304,7 +304,7 @@ func TestStreamGenerateRetriedBeforeFirstToken(t *testing.T) {
 		}
 		return sendTokens(stream, req.GetPrompt(), 0, 5)
 	}
-	var log retryLog
+	var log hookLog
 	p := streamPolicy()
 	p.OnRetry = log.record
 	c := dialStream(t, s, p)
@@ -336,7 +336,7 @@ func TestStreamGenerateFailureAfterTokensNotRetried(t *testing.T) {
 		}
 		return status.Error(codes.Unavailable, "replica lost mid-generation")
 	}
-	var log retryLog
+	var log hookLog
 	p := streamPolicy()
 	p.OnRetry = log.record
 	c := dialStream(t, s, p)
@@ -367,7 +367,7 @@ func TestStreamGenerateFailureAfterTokensNotRetried(t *testing.T) {
 func TestStreamPerAttemptTimeout(t *testing.T) {
 	const timeout = 50 * time.Millisecond
 	const pause = 150 * time.Millisecond // longer than timeout
-	policy := func(log *retryLog) retry.Policy {
+	policy := func(log *hookLog) retry.Policy {
 		p := streamPolicy()
 		p.PerAttemptTimeout = timeout
 		p.OnRetry = log.record
@@ -384,7 +384,7 @@ func TestStreamPerAttemptTimeout(t *testing.T) {
 			}
 			return sendTokens(stream, req.GetPrompt(), 0, 3)
 		}
-		var log retryLog
+		var log hookLog
 		c := dialStream(t, s, policy(&log))
 		stream, err := c.StreamGenerate(streamCtx(t, 10*time.Second), &inferencev1.StreamGenerateRequest{Prompt: "p"})
 		if err != nil {
@@ -417,7 +417,7 @@ func TestStreamPerAttemptTimeout(t *testing.T) {
 			}
 			return sendTokens(stream, req.GetPrompt(), 1, 3)
 		}
-		var log retryLog
+		var log hookLog
 		c := dialStream(t, s, policy(&log))
 		stream, err := c.StreamGenerate(streamCtx(t, 10*time.Second), &inferencev1.StreamGenerateRequest{Prompt: "p"})
 		if err != nil {
@@ -459,7 +459,7 @@ func TestStreamPerAttemptTimeout(t *testing.T) {
 			}
 			return sendTokens(stream, req.GetPrompt(), 0, 3)
 		}
-		var log retryLog
+		var log hookLog
 		c := dialStream(t, s, policy(&log))
 		ctx := streamCtx(t, 10*time.Second)
 		stream, err := c.StreamGenerate(ctx, &inferencev1.StreamGenerateRequest{Prompt: "p"})
@@ -507,7 +507,7 @@ func TestStreamPerAttemptTimeout(t *testing.T) {
 			}
 			return sendTokens(stream, req.GetPrompt(), 1, 3)
 		}
-		var log retryLog
+		var log hookLog
 		c := dialStream(t, s, policy(&log))
 		ctx := streamCtx(t, 10*time.Second)
 		stream, err := c.StreamGenerate(ctx, &inferencev1.StreamGenerateRequest{Prompt: "p"})

@@ -95,23 +95,6 @@ func checkNoLeaks(t *testing.T) {
 	t.Cleanup(func() { goleak.VerifyNone(t, opt) })
 }
 
-// retryLog records OnRetry events.
-type retryLog struct {
-	mu sync.Mutex
-	ev []retry.RetryEvent
-}
-
-func (l *retryLog) record(e retry.RetryEvent) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.ev = append(l.ev, e)
-}
-
-func (l *retryLog) events() []retry.RetryEvent {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return slices.Clone(l.ev)
-}
 
 // --- server-streaming tokens ---
 

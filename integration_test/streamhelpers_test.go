@@ -95,7 +95,6 @@ func checkNoLeaks(t *testing.T) {
 	t.Cleanup(func() { goleak.VerifyNone(t, opt) })
 }
 
-
 // --- server-streaming tokens ---
 
 func tokenText(prompt string, i int) string { return fmt.Sprintf("%s-%d", prompt, i) }

@@ -128,24 +128,28 @@ func dial(b *testing.B, srv *server, c client) pb.InferenceServiceClient {
 
 var req = &pb.GenerateRequest{Prompt: "Write a haiku about retries.", MaxTokens: 64}
 
-func unary(b *testing.B, failFirst bool) {
-	for _, c := range clients() {
-		b.Run("client="+c.name, func(b *testing.B) {
-			pc := dial(b, &server{failFirst: failFirst}, c)
-			ctx := context.Background()
-			b.ReportAllocs()
-			b.ResetTimer()
-			for b.Loop() {
-				if _, err := pc.Generate(ctx, req); err != nil {
-					b.Fatal(err)
-				}
+// unary measures one client's Generate calls against a server that fails
+// the first attempt of every call if failFirst.
+func unary(b *testing.B, c client, failFirst bool) {
+	b.Run("client="+c.name, func(b *testing.B) {
+		pc := dial(b, &server{failFirst: failFirst}, c)
+		ctx := context.Background()
+		b.ReportAllocs()
+		b.ResetTimer()
+		for b.Loop() {
+			if _, err := pc.Generate(ctx, req); err != nil {
+				b.Fatal(err)
 			}
-		})
-	}
+		}
+	})
 }
 
 // BenchmarkUnary is the success path: every call succeeds at once.
-func BenchmarkUnary(b *testing.B) { unary(b, false) }
+func BenchmarkUnary(b *testing.B) {
+	for _, c := range clients() {
+		unary(b, c, false)
+	}
+}
 
 // BenchmarkUnaryRetried is one retried call: Unavailable, then OK, with no
 // wait between the attempts. Only the clients that retry every call take
@@ -156,17 +160,7 @@ func BenchmarkUnaryRetried(b *testing.B) {
 		if c.name == "bare" || c.name == "ours-default" || c.name == "ours-throttle" {
 			continue
 		}
-		b.Run("client="+c.name, func(b *testing.B) {
-			pc := dial(b, &server{failFirst: true}, c)
-			ctx := context.Background()
-			b.ReportAllocs()
-			b.ResetTimer()
-			for b.Loop() {
-				if _, err := pc.Generate(ctx, req); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
+		unary(b, c, true)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -48,21 +49,24 @@ func TestRatioBudgetFloor(t *testing.T) {
 	t0 := time.Unix(1_000_000, 0)
 	b := NewRatioBudget(0.1, 2) // 2 retries a second, burst of one second's worth
 	b.balance.Store(0)
-	allowed := func(at time.Duration) bool { return b.tryRetry(t0.Add(at)) }
-	if !allowed(0) || !allowed(0) || allowed(0) {
-		t.Fatal("want exactly 2 retries at once from an idle floor of 2/s")
+	// tries asks for a retry at each offset from t0, in turn.
+	tries := func(ats ...time.Duration) []bool {
+		var got []bool
+		for _, at := range ats {
+			got = append(got, b.tryRetry(t0.Add(at)))
+		}
+		return got
 	}
-	if allowed(499*time.Millisecond) || !allowed(500*time.Millisecond) || allowed(500*time.Millisecond) {
-		t.Fatal("want one more retry exactly 500ms later")
+	const ms = time.Millisecond
+	if got := tries(0, 0, 0, 499*ms, 500*ms, 500*ms); !slices.Equal(got, []bool{true, true, false, false, true, false}) {
+		t.Fatalf("floor of 2/s from idle: %v; want 2 retries at once, then one exactly 500ms later", got)
 	}
 	// A retry paid from deposits also uses up the floor: no sum of both.
 	b = NewRatioBudget(0.1, 1)
 	b.balance.Store(2 * milli)
-	if !allowed(10*time.Second) || !allowed(10*time.Second) {
-		t.Fatal("paid retries denied")
-	}
-	if allowed(10*time.Second) || !allowed(11*time.Second) {
-		t.Fatal("the floor must be spent by the paid retries, then refill at 1/s")
+	const s = time.Second
+	if got := tries(10*s, 10*s, 10*s, 11*s); !slices.Equal(got, []bool{true, true, false, true}) {
+		t.Fatalf("%v; want 2 paid retries, then the floor spent by them, refilled 1s later", got)
 	}
 }
 
@@ -147,7 +151,7 @@ func TestBudgetValidation(t *testing.T) {
 func TestBudgetStopsRetries(t *testing.T) {
 	p := exact()
 	p.Budget = NewThrottle(2, 1) // starts at 2 tokens: the first failure leaves 1, which is half
-	err, mds, _ := runScript(context.Background(), p, fail(unavailable), fail(unavailable))
+	mds, _, err := runScript(context.Background(), p, fail(unavailable), fail(unavailable))
 	e := stopOf(t, err)
 	if len(mds) != 1 || e.Reason != StopBudget || status.Code(err) != codes.Unavailable {
 		t.Fatalf("%d attempts, %v", len(mds), err)

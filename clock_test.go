@@ -74,7 +74,7 @@ func fail(st *status.Status, kv ...string) outcome {
 // a fake clock, against an invoker that returns the scripted outcomes in turn
 // (OK once they run out). It returns the final error, the attempts made, the
 // outgoing metadata of each attempt and the clock's recorded sleeps.
-func runScript(ctx context.Context, p Policy, outcomes ...outcome) (err error, mds []metadata.MD, sleeps []time.Duration) {
+func runScript(ctx context.Context, p Policy, outcomes ...outcome) (mds []metadata.MD, sleeps []time.Duration, err error) {
 	clk := newFakeClock()
 	if p.clock == nil {
 		p.clock = clk
@@ -94,7 +94,7 @@ func runScript(ctx context.Context, p Policy, outcomes ...outcome) (err error, m
 		return o.err
 	}
 	err = interceptor.Unary(mustCompile(p))(ctx, "/test.Service/Method", nil, nil, nil, invoker)
-	return err, mds, clk.Sleeps()
+	return mds, clk.Sleeps(), err
 }
 
 func quotaFailure() *errdetails.QuotaFailure {

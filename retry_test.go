@@ -30,7 +30,7 @@ func stopOf(t *testing.T, err error) *Error {
 }
 
 func TestBackoffSequenceIsExact(t *testing.T) {
-	err, mds, sleeps := runScript(context.Background(), exact(), fail(unavailable), fail(unavailable), fail(unavailable), fail(unavailable))
+	mds, sleeps, err := runScript(context.Background(), exact(), fail(unavailable), fail(unavailable), fail(unavailable), fail(unavailable))
 	if err != nil || len(mds) != 5 {
 		t.Fatalf("err %v after %d attempts, want OK after 5", err, len(mds))
 	}
@@ -44,7 +44,7 @@ func TestJitterUsesInjectedRandom(t *testing.T) {
 	p := exact()
 	p.Jitter = FullJitter
 	p.rand = fixedRand(0.25, 0.5, 0.75)
-	_, _, sleeps := runScript(context.Background(), p, fail(unavailable), fail(unavailable), fail(unavailable))
+	_, sleeps, _ := runScript(context.Background(), p, fail(unavailable), fail(unavailable), fail(unavailable))
 	want := []time.Duration{250 * time.Millisecond, time.Second, 3 * time.Second}
 	if !slices.Equal(sleeps, want) {
 		t.Fatalf("sleeps %v, want %v", sleeps, want)
@@ -52,7 +52,7 @@ func TestJitterUsesInjectedRandom(t *testing.T) {
 }
 
 func TestPushbackWaitsExactlyThenRestartsExponent(t *testing.T) {
-	err, mds, sleeps := runScript(context.Background(), exact(),
+	mds, sleeps, err := runScript(context.Background(), exact(),
 		fail(unavailable), fail(unavailable), // backoff 1s, 2s
 		fail(unavailable, PushbackTrailer, "300"), // pushback 300ms, exponent restarts
 		fail(unavailable))                         // backoff 1s again
@@ -67,7 +67,7 @@ func TestPushbackWaitsExactlyThenRestartsExponent(t *testing.T) {
 
 func TestRetryInfoHonoured(t *testing.T) {
 	st := withDetails(t, retryInfo(durationpb.New(1500*time.Millisecond)))
-	_, mds, sleeps := runScript(context.Background(), exact(), fail(st))
+	mds, sleeps, _ := runScript(context.Background(), exact(), fail(st))
 	if len(mds) != 2 || !slices.Equal(sleeps, []time.Duration{1500 * time.Millisecond}) {
 		t.Fatalf("%d attempts, sleeps %v; want 2 attempts after 1.5s", len(mds), sleeps)
 	}
@@ -98,7 +98,7 @@ func TestStopReasons(t *testing.T) {
 		{"spent quota", context.Background(), exact(), []outcome{fail(withDetails(t, quotaFailure()))}, 1, codes.ResourceExhausted, StopPermanent},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err, mds, sleeps := runScript(tc.ctx, tc.p, tc.script...)
+			mds, sleeps, err := runScript(tc.ctx, tc.p, tc.script...)
 			e := stopOf(t, err)
 			if len(mds) != tc.attempts || e.Attempts != tc.attempts || status.Code(err) != tc.code || e.Reason != tc.reason {
 				t.Fatalf("%d calls, error %v (attempts %d, code %v, reason %v); want %d attempts, %v, %v",
@@ -114,14 +114,14 @@ func TestStopReasons(t *testing.T) {
 func TestCallerDeadlineExceededIsNotRetried(t *testing.T) {
 	ctx, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
 	defer cancel()
-	err, mds, _ := runScript(ctx, Policy{PerAttemptTimeout: time.Second}, fail(status.New(codes.DeadlineExceeded, "")))
+	mds, _, err := runScript(ctx, Policy{PerAttemptTimeout: time.Second}, fail(status.New(codes.DeadlineExceeded, "")))
 	if e := stopOf(t, err); len(mds) != 1 || e.Reason != StopCanceled || status.Code(err) != codes.DeadlineExceeded {
 		t.Fatalf("%d attempts, %v (%v)", len(mds), err, e.Reason)
 	}
 }
 
 func TestAttemptTimeoutIsRetried(t *testing.T) {
-	_, mds, _ := runScript(context.Background(), exact(), fail(status.New(codes.DeadlineExceeded, "attempt timeout")))
+	mds, _, _ := runScript(context.Background(), exact(), fail(status.New(codes.DeadlineExceeded, "attempt timeout")))
 	if len(mds) != 2 {
 		t.Fatalf("%d attempts, want 2: a DeadlineExceeded while the caller has no deadline is a retryable timeout", len(mds))
 	}
@@ -131,7 +131,7 @@ func TestHookAndHeader(t *testing.T) {
 	var events []RetryEvent
 	p := exact()
 	p.OnRetry = func(e RetryEvent) { events = append(events, e) }
-	err, mds, _ := runScript(context.Background(), p, fail(unavailable), fail(unavailable, PushbackTrailer, "20"), fail(status.New(codes.NotFound, "")))
+	mds, _, err := runScript(context.Background(), p, fail(unavailable), fail(unavailable, PushbackTrailer, "20"), fail(status.New(codes.NotFound, "")))
 	if status.Code(err) != codes.NotFound || len(mds) != 3 {
 		t.Fatalf("%v after %d attempts", err, len(mds))
 	}
@@ -151,7 +151,7 @@ func TestHookAndHeader(t *testing.T) {
 
 func TestCallOptions(t *testing.T) {
 	ctx := context.Background()
-	run := func(opts ...CallOption) (error, int) {
+	run := func(opts ...CallOption) (int, error) {
 		clk := newFakeClock()
 		p := exact()
 		p.clock = clk
@@ -165,23 +165,23 @@ func TestCallOptions(t *testing.T) {
 			gopts = append(gopts, o)
 		}
 		err := Unary(p)(ctx, "/test.Service/Method", nil, nil, nil, invoker, gopts...)
-		return err, calls
+		return calls, err
 	}
-	if _, n := run(WithMaxAttempts(2)); n != 2 {
+	if n, _ := run(WithMaxAttempts(2)); n != 2 {
 		t.Errorf("WithMaxAttempts(2): %d attempts", n)
 	}
-	if err, n := run(Disable()); n != 1 || status.Code(err) != codes.Unavailable {
+	if n, err := run(Disable()); n != 1 || status.Code(err) != codes.Unavailable {
 		t.Errorf("Disable(): %d attempts, %v", n, err)
 	} else if errors.As(err, new(*Error)) {
 		t.Errorf("Disable(): error %v is wrapped; want the attempt's own", err)
 	}
-	if err, n := run(WithMaxAttempts(0)); n != 0 || status.Code(err) != codes.InvalidArgument {
+	if n, err := run(WithMaxAttempts(0)); n != 0 || status.Code(err) != codes.InvalidArgument {
 		t.Errorf("WithMaxAttempts(0): %d attempts, %v; want none and InvalidArgument", n, err)
 	}
-	if err, n := run(WithPerAttemptTimeout(-1)); n != 0 || status.Code(err) != codes.InvalidArgument {
+	if n, err := run(WithPerAttemptTimeout(-1)); n != 0 || status.Code(err) != codes.InvalidArgument {
 		t.Errorf("WithPerAttemptTimeout(-1): %d attempts, %v; want none and InvalidArgument", n, err)
 	}
-	if _, n := run(WithMaxAttempts(5), WithMaxAttempts(1)); n != 1 {
+	if n, _ := run(WithMaxAttempts(5), WithMaxAttempts(1)); n != 1 {
 		t.Errorf("last option must win: %d attempts", n)
 	}
 }
@@ -189,7 +189,7 @@ func TestCallOptions(t *testing.T) {
 func TestIdempotencyKey(t *testing.T) {
 	p := exact()
 	p.IdempotencyHeader = "x-idempotency-key"
-	_, mds, _ := runScript(context.Background(), p, fail(unavailable), fail(unavailable))
+	mds, _, _ := runScript(context.Background(), p, fail(unavailable), fail(unavailable))
 	keys := map[string]bool{}
 	for _, md := range mds {
 		v := md.Get("x-idempotency-key")
@@ -201,12 +201,12 @@ func TestIdempotencyKey(t *testing.T) {
 	if len(keys) != 1 {
 		t.Fatalf("keys %v: want one key for every attempt of the call", keys)
 	}
-	_, mds2, _ := runScript(context.Background(), p)
+	mds2, _, _ := runScript(context.Background(), p)
 	if keys[mds2[0].Get("x-idempotency-key")[0]] {
 		t.Fatal("two calls shared a key")
 	}
 	ctx := metadata.AppendToOutgoingContext(context.Background(), "x-idempotency-key", "caller-key")
-	_, mds3, _ := runScript(ctx, p, fail(unavailable))
+	mds3, _, _ := runScript(ctx, p, fail(unavailable))
 	for _, md := range mds3 {
 		if v := md.Get("x-idempotency-key"); !slices.Equal(v, []string{"caller-key"}) {
 			t.Fatalf("caller's key replaced: %v", v)
@@ -222,7 +222,7 @@ func TestCancelDuringWait(t *testing.T) {
 	p.InitialBackoff = time.Hour
 	p.MaxBackoff = time.Hour
 	p.OnRetry = func(RetryEvent) { cancel() }
-	err, mds, _ := runScript(ctx, p, fail(unavailable))
+	mds, _, err := runScript(ctx, p, fail(unavailable))
 	if e := stopOf(t, err); len(mds) != 1 || status.Code(err) != codes.Canceled || e.Reason != StopCanceled {
 		t.Fatalf("%d attempts, %v", len(mds), err)
 	}

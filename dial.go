@@ -1,0 +1,46 @@
+package retry
+
+import (
+	"google.golang.org/grpc"
+
+	"github.com/seed4f82f287/retry/interceptor"
+)
+
+// DialOptions returns the dial options that set up retrying under p on a
+// client, in one line:
+//
+//	conn, err := grpc.NewClient(target, append(retry.DialOptions(policy),
+//		grpc.WithTransportCredentials(creds))...)
+//
+// They are, in this order:
+//
+//   - grpc.WithChainUnaryInterceptor with the interceptor of Unary(p);
+//   - grpc.WithChainStreamInterceptor with the interceptor of Stream(p);
+//   - grpc.WithDisableRetry(), which switches off grpc-go's own retry
+//     (configured by a service config's retryPolicy), so that there is one
+//     retry layer and attempts do not multiply. grpc-go's transparent
+//     retry of RPCs that never reached the server application stays on.
+//
+// The two interceptors share one compiled policy, hence one Budget: when
+// p.Budget is nil, DialOptions makes one NewRatioBudget(DefaultBudgetRatio,
+// DefaultBudgetMinPerSecond) for both, whereas Unary(p) and Stream(p) called
+// separately would each make their own. So the client's unary calls and
+// streams draw retries from the same budget. Set p.Budget to share a budget
+// with other clients too.
+//
+// Interceptors chained by options placed before these in grpc.NewClient's
+// list (logging, metrics, tracing) run outside the retry interceptors and
+// see one logical call; those placed after see every attempt.
+//
+// DialOptions panics with a *PolicyError if p is invalid (see
+// Policy.Validate), as Unary and Stream do, so a misconfigured client fails
+// at start-up. It copies p: changing p afterwards has no effect. The
+// interceptors are safe for concurrent use.
+func DialOptions(p Policy) []grpc.DialOption {
+	c := mustCompile(p) // applies the defaults once: one Budget for both
+	return []grpc.DialOption{
+		grpc.WithChainUnaryInterceptor(interceptor.Unary(c)),
+		grpc.WithChainStreamInterceptor(interceptor.Stream(c)),
+		grpc.WithDisableRetry(),
+	}
+}

@@ -1,0 +1,93 @@
+package retry
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+)
+
+// LogRetries returns a Policy.OnRetry hook that logs every retry to l, the
+// Logger interface of go-grpc-middleware v2's logging package (adapters
+// exist for log/slog, zap, zerolog, logrus, go-kit and others):
+//
+//	policy := retry.Policy{OnRetry: retry.LogRetries(logger)}
+//
+// Each retry is one entry at logging.LevelInfo with the message
+// "retrying call", logged with the call's context, and these fields, named
+// as go-grpc-middleware's own logging interceptor names them where it has
+// a name:
+//
+//	grpc.component       "client"
+//	grpc.service         service name, e.g. "inference.v1.InferenceService"
+//	grpc.method          method name, e.g. "Generate"
+//	grpc.code            the failed attempt's code, e.g. "Unavailable"
+//	grpc.error           the failed attempt's error text
+//	grpc.retry.attempt   int: the attempt that failed (1 for the first)
+//	grpc.retry.class     its class, e.g. "transient"
+//	grpc.retry.delay     time.Duration: the wait before the next attempt
+//	grpc.retry.pushback  bool: whether the server chose the wait
+//
+// followed by the fields a logging interceptor (or logging.InjectFields)
+// put in the call's context, so a retry line carries the request's own
+// fields (trace ID, user, ...); on a duplicate key the field above wins.
+//
+// For another level, wrap l:
+//
+//	debug := logging.LoggerFunc(func(ctx context.Context, _ logging.Level, msg string, f ...any) {
+//		l.Log(ctx, logging.LevelDebug, msg, f...)
+//	})
+//
+// The hook is called on the calling goroutine, concurrently for concurrent
+// calls, so l must be safe for concurrent use and should not block. To also
+// run another hook, call both from one function. LogRetries panics if l is
+// nil.
+//
+// LogRetries logs retries only: a call that gives up (after its last
+// attempt, or stopped by the budget, a deadline or the server) is not a
+// retry and reaches no OnRetry hook; log it where the error is handled, or
+// from a client interceptor chained before the retry interceptor, getting
+// its attempts and StopReason from the *Error with errors.As.
+func LogRetries(l logging.Logger) func(RetryEvent) {
+	if l == nil {
+		panic("retry.LogRetries: nil Logger")
+	}
+	return func(ev RetryEvent) {
+		service, method := splitMethod(ev.Method)
+		fields := logging.Fields{
+			logging.ComponentFieldKey, logging.KindClientFieldValue,
+			logging.ServiceFieldKey, service,
+			logging.MethodFieldKey, method,
+			"grpc.code", ev.Code.String(),
+			"grpc.error", errorText(ev.Err),
+			"grpc.retry.attempt", ev.Attempt,
+			"grpc.retry.class", ev.Class.String(),
+			"grpc.retry.delay", ev.Delay,
+			"grpc.retry.pushback", ev.Pushback,
+		}
+		ctx := ev.Context
+		if ctx == nil { // a RetryEvent not made by the interceptors
+			ctx = context.Background()
+		}
+		fields = fields.WithUnique(logging.ExtractFields(ctx))
+		l.Log(ctx, logging.LevelInfo, "retrying call", fields...)
+	}
+}
+
+// splitMethod splits "/package.Service/Method" into its service and method,
+// exactly as go-grpc-middleware does ("unknown" for a malformed name).
+func splitMethod(full string) (service, method string) {
+	full = strings.TrimPrefix(full, "/")
+	if i := strings.IndexByte(full, '/'); i >= 0 {
+		return full[:i], full[i+1:]
+	}
+	return "unknown", "unknown"
+}
+
+func errorText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return fmt.Sprint(err)
+}

@@ -151,9 +151,15 @@ func TestBudgetValidation(t *testing.T) {
 func TestBudgetStopsRetries(t *testing.T) {
 	p := exact()
 	p.Budget = NewThrottle(2, 1) // starts at 2 tokens: the first failure leaves 1, which is half
+	var gaveUp []GiveUpEvent
+	p.OnGiveUp = func(ev GiveUpEvent) { gaveUp = append(gaveUp, ev) }
 	mds, _, err := runScript(context.Background(), p, fail(unavailable), fail(unavailable))
 	e := stopOf(t, err)
 	if len(mds) != 1 || e.Reason != StopBudget || status.Code(err) != codes.Unavailable {
 		t.Fatalf("%d attempts, %v", len(mds), err)
+	}
+	if len(gaveUp) != 1 || gaveUp[0].Reason != StopBudget || gaveUp[0].Attempts != 1 || gaveUp[0].Code != codes.Unavailable ||
+		gaveUp[0].Class != Transient || gaveUp[0].Err != err || gaveUp[0].Method != "/test.Service/Method" {
+		t.Fatalf("OnGiveUp events %+v, want one saying the budget stopped the call", gaveUp)
 	}
 }

@@ -28,3 +28,24 @@ type RetryEvent struct {
 	// (grpc-retry-pushback-ms or google.rpc.RetryInfo) rather than backoff.
 	Pushback bool
 }
+
+// GiveUpEvent describes a call that failed through a retry interceptor, for
+// Policy.OnGiveUp: its last attempt's error and why no further attempt was
+// made.
+type GiveUpEvent struct {
+	// Context is the caller's context of the call.
+	Context context.Context
+	// Method is the full method name, "/package.Service/Method".
+	Method string
+	// Attempts is the number of attempts made, the first included.
+	Attempts int
+	// Err is the error the caller gets (a *Error); Code and Class are the
+	// last attempt's status code and class.
+	Err   error
+	Code  codes.Code
+	Class Class
+	// Reason says why retrying stopped. StopBudget, StopMaxAttempts,
+	// StopDeadline, StopPushback and StopPushbackTooLong mark a retryable
+	// failure that was not retried: the numbers to watch in an outage.
+	Reason StopReason
+}

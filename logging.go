@@ -46,9 +46,7 @@ import (
 //
 // LogRetries logs retries only: a call that gives up (after its last
 // attempt, or stopped by the budget, a deadline or the server) is not a
-// retry and reaches no OnRetry hook; log it where the error is handled, or
-// from a client interceptor chained before the retry interceptor, getting
-// its attempts and StopReason from the *Error with errors.As.
+// retry; log those with LogGiveUps as Policy.OnGiveUp.
 func LogRetries(l logging.Logger) func(RetryEvent) {
 	if l == nil {
 		panic("retry.LogRetries: nil Logger")
@@ -90,4 +88,45 @@ func errorText(err error) string {
 		return ""
 	}
 	return fmt.Sprint(err)
+}
+
+// LogGiveUps returns a Policy.OnGiveUp hook that logs every call that failed
+// through the interceptor to l, with the message "retry gave up" and the
+// fields of LogRetries up to grpc.error, then
+//
+//	grpc.retry.attempts  int: the attempts made
+//	grpc.retry.class     the last attempt's class
+//	grpc.retry.reason    why retrying stopped, e.g. "retry budget exhausted"
+//
+// at logging.LevelWarn when a retryable failure was not retried (budget,
+// attempts, deadline, server pushback, committed stream) and at
+// logging.LevelDebug otherwise (a permanent error, the caller's own
+// cancellation). Like LogRetries it is safe for concurrent use if l is, and
+// panics if l is nil.
+func LogGiveUps(l logging.Logger) func(GiveUpEvent) {
+	if l == nil {
+		panic("retry.LogGiveUps: nil Logger")
+	}
+	return func(ev GiveUpEvent) {
+		service, method := splitMethod(ev.Method)
+		fields := logging.Fields{
+			logging.ComponentFieldKey, logging.KindClientFieldValue,
+			logging.ServiceFieldKey, service,
+			logging.MethodFieldKey, method,
+			"grpc.code", ev.Code.String(),
+			"grpc.error", errorText(ev.Err),
+			"grpc.retry.attempts", ev.Attempts,
+			"grpc.retry.class", ev.Class.String(),
+			"grpc.retry.reason", ev.Reason.String(),
+		}
+		ctx := ev.Context
+		if ctx == nil {
+			ctx = context.Background()
+		}
+		level := logging.LevelWarn
+		if ev.Reason == StopPermanent || ev.Reason == StopCanceled {
+			level = logging.LevelDebug
+		}
+		l.Log(ctx, level, "retry gave up", fields.WithUnique(logging.ExtractFields(ctx))...)
+	}
 }

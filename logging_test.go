@@ -149,3 +149,59 @@ func TestLogRetriesLevelWrapper(t *testing.T) {
 		t.Fatalf("entries %+v, want one at DEBUG", e)
 	}
 }
+
+// TestLogGiveUps checks the entries LogGiveUps makes: a warning for a
+// retryable failure that ran out of attempts, a debug entry for a
+// permanent error, with the attempts and the stop reason.
+func TestLogGiveUps(t *testing.T) {
+	srv := &exampleServer{generate: func(ctx context.Context, attempt int) (string, error) {
+		return "", status.Error(codes.Unavailable, "down")
+	}}
+	log := new(fakeLogger)
+	p := testPolicy(2)
+	p.OnGiveUp = retry.LogGiveUps(log)
+	client := start(t, srv, retry.DialOptions(p)...)
+	if _, err := client.Generate(testCtx(t), &inferencev1.GenerateRequest{}); status.Code(err) != codes.Unavailable {
+		t.Fatalf("Generate: %v", err)
+	}
+	srv.generate = func(ctx context.Context, attempt int) (string, error) {
+		return "", status.Error(codes.NotFound, "no such model")
+	}
+	if _, err := client.Generate(testCtx(t), &inferencev1.GenerateRequest{}); status.Code(err) != codes.NotFound {
+		t.Fatalf("Generate: %v", err)
+	}
+	got := log.all()
+	if len(got) != 2 {
+		t.Fatalf("%d entries, want 2: %+v", len(got), got)
+	}
+	want := []struct {
+		level  logging.Level
+		fields []any
+	}{
+		{logging.LevelWarn, []any{
+			"grpc.component", "client",
+			"grpc.service", "inference.v1.InferenceService",
+			"grpc.method", "Generate",
+			"grpc.code", "Unavailable",
+			"grpc.error", "rpc error: code = Unavailable desc = down (retry: 2 attempt(s), stopped: max attempts)",
+			"grpc.retry.attempts", 2,
+			"grpc.retry.class", "transient",
+			"grpc.retry.reason", "max attempts",
+		}},
+		{logging.LevelDebug, []any{
+			"grpc.component", "client",
+			"grpc.service", "inference.v1.InferenceService",
+			"grpc.method", "Generate",
+			"grpc.code", "NotFound",
+			"grpc.error", "rpc error: code = NotFound desc = no such model (retry: 1 attempt(s), stopped: permanent error)",
+			"grpc.retry.attempts", 1,
+			"grpc.retry.class", "permanent",
+			"grpc.retry.reason", "permanent error",
+		}},
+	}
+	for i, e := range got {
+		if e.level != want[i].level || e.msg != "retry gave up" || !reflect.DeepEqual(e.fields, want[i].fields) {
+			t.Errorf("entry %d: %v %q %#v\nwant %v %#v", i, e.level, e.msg, e.fields, want[i].level, want[i].fields)
+		}
+	}
+}

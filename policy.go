@@ -88,6 +88,15 @@ type Policy struct {
 	// goroutine, concurrently for concurrent calls; it must not block.
 	OnRetry func(RetryEvent)
 
+	// OnGiveUp, if set, is called once for every call that fails through
+	// the interceptor (every call that returns a *Error), with the reason
+	// retrying stopped: use it to count budget denials and exhausted
+	// attempts. Calls that Methods or Disable leave alone do not reach it.
+	// It is called on the calling goroutine (for streams, the one that
+	// receives the error), concurrently for concurrent calls; it must not
+	// block.
+	OnGiveUp func(GiveUpEvent)
+
 	// Methods scopes the policy to some methods (default: all methods). Each
 	// entry is a full method name "/package.Service/Method" or a service
 	// prefix "/package.Service/". Calls to other methods pass through the

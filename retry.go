@@ -120,7 +120,7 @@ func (c *compiled) state(call *interceptor.Call) *callState {
 func (c *compiled) Failed(ctx context.Context, call *interceptor.Call, err error, trailer metadata.MD) (time.Duration, error) {
 	s := c.state(call)
 	stop := func(r StopReason) (time.Duration, error) {
-		return 0, &Error{Err: err, Attempts: call.Attempts, Reason: r, Class: s.lastClass}
+		return 0, c.gaveUp(ctx, call, &Error{Err: err, Attempts: call.Attempts, Reason: r, Class: s.lastClass})
 	}
 	st := status.Convert(err)
 	s.lastClass = c.Classify(st, trailer)
@@ -183,17 +183,33 @@ func (c *compiled) pastDeadline(ctx context.Context) bool {
 
 func (c *compiled) Wait(ctx context.Context, call *interceptor.Call, delay time.Duration) error {
 	if err := c.clock.Sleep(ctx, delay); err != nil {
-		return &Error{Err: status.FromContextError(err).Err(), Attempts: call.Attempts, Reason: StopCanceled, Class: Permanent}
+		return c.gaveUp(ctx, call, &Error{Err: status.FromContextError(err).Err(), Attempts: call.Attempts, Reason: StopCanceled, Class: Permanent})
 	}
 	return nil
 }
 
+// gaveUp reports e to the OnGiveUp hook and returns it.
+func (c *compiled) gaveUp(ctx context.Context, call *interceptor.Call, e *Error) error {
+	if c.OnGiveUp != nil {
+		c.OnGiveUp(GiveUpEvent{
+			Context:  ctx,
+			Method:   call.Method,
+			Attempts: e.Attempts,
+			Err:      e,
+			Code:     status.Code(e.Err),
+			Class:    e.Class,
+			Reason:   e.Reason,
+		})
+	}
+	return e
+}
+
 func (c *compiled) Succeeded(call *interceptor.Call) { c.Budget.success() }
 
-func (c *compiled) Committed(call *interceptor.Call, err error) error {
+func (c *compiled) Committed(ctx context.Context, call *interceptor.Call, err error) error {
 	class := c.Classify(status.Convert(err), nil)
 	if class != Permanent {
 		c.Budget.failure()
 	}
-	return &Error{Err: err, Attempts: call.Attempts, Reason: StopCommitted, Class: class}
+	return c.gaveUp(ctx, call, &Error{Err: err, Attempts: call.Attempts, Reason: StopCommitted, Class: class})
 }

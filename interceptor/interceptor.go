@@ -72,7 +72,7 @@ type Decider interface {
 	// Committed is called when a stream fails with err after it committed,
 	// so it cannot be retried. It returns the error to give the caller,
 	// which must keep err's status.
-	Committed(c *Call, err error) error
+	Committed(ctx context.Context, c *Call, err error) error
 }
 
 // attemptContext returns the context for attempt number c.Attempts: the

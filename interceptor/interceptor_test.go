@@ -57,7 +57,7 @@ func (d *scriptedDecider) Succeeded(c *Call) {
 	d.succeeded++
 }
 
-func (d *scriptedDecider) Committed(c *Call, err error) error {
+func (d *scriptedDecider) Committed(ctx context.Context, c *Call, err error) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.committed = append(d.committed, err)

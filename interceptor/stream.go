@@ -418,7 +418,7 @@ func (s *retryStream) endCommittedLocked(err error) error {
 		return err
 	}
 	s.finishLocked()
-	return s.d.Committed(&s.call, err)
+	return s.d.Committed(s.ctx, &s.call, err)
 }
 
 // committedAttempt commits the stream and returns its attempt.

@@ -4,11 +4,10 @@
 // jitter, and never wait past the caller's deadline.
 //
 //	policy := retry.Policy{MaxAttempts: 3, PerAttemptTimeout: 2 * time.Second}
-//	conn, err := grpc.NewClient(target,
-//		grpc.WithChainUnaryInterceptor(retry.Unary(policy)),
-//		grpc.WithChainStreamInterceptor(retry.Stream(policy)),
-//		grpc.WithDisableRetry(), // one retry layer, not two
-//	)
+//	conn, err := grpc.NewClient(target, append(retry.DialOptions(policy), creds)...)
+//
+// DialOptions installs Unary and Stream (sharing one retry budget) and turns
+// grpc-go's built-in retry off, so retries never multiply across two layers.
 //
 // # The mental model
 //
@@ -34,6 +33,9 @@
 //  6. Could the next attempt start before the caller's deadline? If not,
 //     return the last attempt's error now, with its own status code, instead
 //     of sleeping into a certain DeadlineExceeded.
+//  7. Does the retry budget, shared by the calls of the client, allow
+//     another retry (see Budget)? If not, return the error now: in an
+//     outage, retries stay a small fraction of the calls.
 //
 // Then it waits (a cancel ends the wait at once) and tries again, sending
 // grpc-previous-rpc-attempts with the number of earlier attempts.
@@ -47,9 +49,17 @@
 // Stream retries a stream only until it commits (gRFC A6): until then every
 // message sent, and CloseSend, are kept and replayed on a new attempt. A
 // stream commits when a response message or response headers arrive, the
-// caller calls Header or Trailer, or the messages sent exceed
+// caller calls Header, Trailer or Context, or the messages sent exceed
 // Policy.MaxReplayBytes. After that, an error goes to the caller: no message
 // is ever delivered twice.
+//
+// # Hooks, logs and the server side
+//
+// Policy.OnRetry sees every retry and Policy.OnGiveUp every failed call with
+// its StopReason; LogRetries and LogGiveUps adapt them to go-grpc-middleware's
+// logging.Logger, and both are the place to count retries in OpenTelemetry or
+// Prometheus. Servers say when to come back with RetryAfter (pushback trailer
+// and RetryInfo) or DoNotRetry.
 //
 // # Scope and per-call control
 //
@@ -61,5 +71,6 @@
 // # Concurrency
 //
 // A Policy is a plain value, copied by Unary and Stream; the interceptors
-// are safe for concurrent use and keep no state between calls.
+// are safe for concurrent use. The only state shared between calls is the
+// retry budget, which is lock-free.
 package retry

@@ -72,8 +72,9 @@ type Policy struct {
 	// Budget limits retries across every call that shares it (see Budget).
 	// Nil means a fresh NewRatioBudget(DefaultBudgetRatio,
 	// DefaultBudgetMinPerSecond) for each interceptor built from the
-	// policy: at most 10% of calls retried, but at least one retry a
-	// second. Set a Budget you made to share it between Unary and Stream,
+	// policy (DialOptions builds one, shared by its unary and stream
+	// interceptors): at most 10% of calls retried, but at least one retry
+	// a second. Set a Budget you made to share it between Unary and Stream,
 	// or across clients; set NoBudget to turn budgeting off.
 	Budget Budget
 

@@ -37,8 +37,8 @@ func Unary(p Policy) grpc.UnaryClientInterceptor {
 // Until a stream commits, a failed attempt is replaced by a new one on which
 // every message sent so far, and CloseSend, are replayed; the caller sees one
 // unbroken stream. A stream commits, and is never retried again, once a
-// response message or response headers arrive, the caller calls Header or
-// Trailer, or the messages sent exceed Policy.MaxReplayBytes. After commit
+// response message or response headers arrive, the caller calls Header,
+// Trailer or Context, or the messages sent exceed Policy.MaxReplayBytes. After commit
 // an error goes to the caller (as a *Error with Reason StopCommitted): no
 // message is delivered twice and none is re-sent. PerAttemptTimeout bounds
 // each attempt until it commits.

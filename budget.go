@@ -43,8 +43,8 @@ func (noBudget) success()                {}
 func (noBudget) tryRetry(time.Time) bool { return true }
 func (noBudget) validate() error         { return nil }
 
-// Default ratio budget: retries are at most 10% of calls (the Google SRE
-// book's per-client budget), but at least one per second.
+// Default ratio budget: retries are at most 10% of successful calls (the
+// Google SRE book's per-client budget), plus one retry a second.
 const (
 	DefaultBudgetRatio        = 0.1
 	DefaultBudgetMinPerSecond = 1.0
@@ -53,37 +53,41 @@ const (
 // milli is the fixed-point scale of budget balances: 1000 = one retry.
 const milli = 1000
 
-// RatioBudget allows retries up to a fixed fraction of the calls made, with
-// a small per-second allowance so that a client with little traffic can
-// still retry (in the spirit of Finagle's RetryBudget and the Google SRE
-// book). Each call deposits Ratio of a retry; each retry withdraws one.
-// The balance starts full and unspent deposits accumulate up to 10 retries,
-// so a new client can retry at once and a long healthy period does not buy
-// a long storm later. Independently, MinPerSecond retries per
-// second are always allowed (accumulating up to one second's worth), and
-// every retry, however paid, uses up that allowance too: over time the
-// retries allowed are about max(Ratio × calls, MinPerSecond × seconds), not
-// their sum.
+// RatioBudget allows retries up to a fixed fraction of the successful calls,
+// plus a small allowance per second so that a client with little traffic
+// can still retry (in the spirit of Finagle's RetryBudget and the Google SRE
+// book's per-client retry budget):
 //
-// At a full outage a client using it makes about 1 + Ratio attempts per call
-// once its balance is spent; with failures rare, every failed call is
-// retried as long as fewer than Ratio of the calls fail.
+//   - every call that succeeds deposits Ratio of a retry; the balance holds
+//     at most one retry and starts full, so a new client can retry at once;
+//   - a retry is paid from the balance when it holds a whole retry, and
+//     otherwise from the allowance of MinPerSecond retries per second
+//     (which holds at most one second's worth, at least one retry);
+//   - anything else is denied (StopBudget).
+//
+// Deposits come from successes, not from calls, so that a full outage
+// drains the budget instead of feeding it: during an outage a client makes
+// about 1 + MinPerSecond/rate attempts per call (rate = its calls per
+// second), plus at most two retries for what it held when the outage began.
+// With failures rare (below Ratio of the calls), every failed call is
+// retried. Under a heavy but partial failure rate f, it retries about
+// Ratio×(1−f) of the calls plus the allowance.
 type RatioBudget struct {
 	ratio        float64
 	minPerSecond float64
 	err          error
 
-	ratioMilli int64         // deposit per call
-	capMilli   int64         // most a balance can hold
-	balance    atomic.Int64  // milli-retries
-	interval   time.Duration // between floor retries
-	tat        atomic.Int64  // GCRA theoretical arrival time of the floor (unix ns)
+	ratioMilli int64         // deposit per success
+	balance    atomic.Int64  // milli-retries, at most milli
+	interval   time.Duration // between allowance retries; 0: no allowance
+	tat        atomic.Int64  // GCRA theoretical arrival time of the allowance (unix ns)
 }
 
 // NewRatioBudget returns a budget allowing retries of at most ratio of the
-// calls (0 < ratio ≤ 1; 0.1 means one retry per ten calls) plus at least
-// minPerSecond retries per second (≥ 0). Invalid arguments are reported by
-// Policy.Validate (and make Unary and Stream panic), naming the Budget field.
+// successful calls (0 < ratio ≤ 1; 0.1 means one retry per ten successes)
+// plus minPerSecond retries per second (≥ 0, finite). Invalid arguments are
+// reported by Policy.Validate (and make Unary and Stream panic), naming the
+// Budget field.
 func NewRatioBudget(ratio, minPerSecond float64) *RatioBudget {
 	b := &RatioBudget{ratio: ratio, minPerSecond: minPerSecond}
 	switch {
@@ -96,8 +100,7 @@ func NewRatioBudget(ratio, minPerSecond float64) *RatioBudget {
 		return b
 	}
 	b.ratioMilli = int64(math.Round(ratio * milli))
-	b.capMilli = 10 * milli
-	b.balance.Store(b.capMilli) // a new client may retry at once
+	b.balance.Store(milli) // a new client may retry at once
 	if minPerSecond > 0 {
 		b.interval = time.Duration(float64(time.Second) / minPerSecond)
 	}
@@ -105,53 +108,47 @@ func NewRatioBudget(ratio, minPerSecond float64) *RatioBudget {
 }
 
 func (b *RatioBudget) validate() error { return b.err }
+func (b *RatioBudget) call()           {}
 func (b *RatioBudget) failure()        {}
-func (b *RatioBudget) success()        {}
 
-func (b *RatioBudget) call() {
+func (b *RatioBudget) success() {
 	for {
 		old := b.balance.Load()
-		if old >= b.capMilli {
-			return
+		if old >= milli {
+			return // full: a plain load, no write, on the healthy path
 		}
-		if b.balance.CompareAndSwap(old, min(old+b.ratioMilli, b.capMilli)) {
+		if b.balance.CompareAndSwap(old, min(old+b.ratioMilli, milli)) {
 			return
 		}
 	}
 }
 
 func (b *RatioBudget) tryRetry(now time.Time) bool {
-	paid := false
 	for {
 		old := b.balance.Load()
 		if old < milli {
 			break
 		}
 		if b.balance.CompareAndSwap(old, old-milli) {
-			paid = true
-			break
+			return true
 		}
 	}
-	floor := b.takeFloor(now.UnixNano(), paid)
-	return paid || floor
+	return b.takeAllowance(now.UnixNano())
 }
 
-// takeFloor is a GCRA limiter of minPerSecond with a burst of one second's
-// worth. If force, the retry is paid already and only uses up the allowance.
-func (b *RatioBudget) takeFloor(now int64, force bool) bool {
+// takeAllowance is a GCRA limiter of minPerSecond retries per second with a
+// burst of one second's worth (at least one retry).
+func (b *RatioBudget) takeAllowance(now int64) bool {
 	if b.interval <= 0 {
 		return false
 	}
 	iv := int64(b.interval)
-	burst := max(iv, int64(time.Second)) // one second's worth, at least one retry
+	burst := max(iv, int64(time.Second))
 	for {
 		tat := b.tat.Load()
 		next := max(tat, now) + iv
-		if next-now > burst && !force {
-			return false
-		}
 		if next-now > burst {
-			next = now + burst // allowance used up; do not go further into debt
+			return false
 		}
 		if b.tat.CompareAndSwap(tat, next) {
 			return true
@@ -159,8 +156,8 @@ func (b *RatioBudget) takeFloor(now int64, force bool) bool {
 	}
 }
 
-// Balance returns the retries the budget holds from deposits, not counting
-// the per-second allowance. For tests and metrics.
+// Balance returns the retries the budget holds from deposits (0 to 1), not
+// counting the per-second allowance. For tests and metrics.
 func (b *RatioBudget) Balance() float64 { return float64(b.balance.Load()) / milli }
 
 // Throttle is gRFC A6 retry throttling, as grpc-go's retryThrottling service

@@ -15,37 +15,39 @@ import (
 
 func TestRatioBudgetArithmetic(t *testing.T) {
 	t0 := time.Unix(1_000_000, 0)
-	b := NewRatioBudget(0.1, 0) // no floor: deposits only
-	if b.Balance() != 10 {
-		t.Fatalf("a new budget holds %v retries, want 10", b.Balance())
-	}
-	for i := 0; i < 10; i++ {
-		if !b.tryRetry(t0) {
-			t.Fatalf("retry %d of the initial 10 denied", i+1)
-		}
-	}
-	if b.tryRetry(t0) || b.Balance() != 0 {
-		t.Fatalf("11th retry allowed or balance %v != 0", b.Balance())
-	}
-	for i := 0; i < 9; i++ {
-		b.call()
+	b := NewRatioBudget(0.1, 0) // no allowance: deposits only
+	if b.Balance() != 1 || !b.tryRetry(t0) || b.Balance() != 0 {
+		t.Fatalf("a new budget must hold exactly one retry (balance now %v)", b.Balance())
 	}
 	if b.tryRetry(t0) {
-		t.Fatal("9 calls at 10% bought a retry")
+		t.Fatal("an empty budget without allowance allowed a retry")
 	}
-	b.call()
+	for i := 0; i < 100; i++ {
+		b.call() // calls and failures deposit nothing: an outage drains the budget
+		b.failure()
+	}
+	if b.Balance() != 0 || b.tryRetry(t0) {
+		t.Fatalf("calls or failures deposited: balance %v", b.Balance())
+	}
+	for i := 0; i < 9; i++ {
+		b.success()
+	}
+	if b.tryRetry(t0) {
+		t.Fatal("9 successes at 10% bought a retry")
+	}
+	b.success()
 	if math.Abs(b.Balance()-1) > 1e-9 || !b.tryRetry(t0) || b.Balance() != 0 {
-		t.Fatalf("10 calls at 10%% must buy exactly one retry (balance %v)", b.Balance())
+		t.Fatalf("10 successes at 10%% must buy exactly one retry (balance %v)", b.Balance())
 	}
 	for i := 0; i < 1000; i++ {
-		b.call()
+		b.success()
 	}
-	if b.Balance() != 10 {
-		t.Fatalf("balance %v, want capped at 10", b.Balance())
+	if b.Balance() != 1 {
+		t.Fatalf("balance %v, want capped at one retry", b.Balance())
 	}
 }
 
-func TestRatioBudgetFloor(t *testing.T) {
+func TestRatioBudgetAllowance(t *testing.T) {
 	t0 := time.Unix(1_000_000, 0)
 	b := NewRatioBudget(0.1, 2) // 2 retries a second, burst of one second's worth
 	b.balance.Store(0)
@@ -59,14 +61,19 @@ func TestRatioBudgetFloor(t *testing.T) {
 	}
 	const ms = time.Millisecond
 	if got := tries(0, 0, 0, 499*ms, 500*ms, 500*ms); !slices.Equal(got, []bool{true, true, false, false, true, false}) {
-		t.Fatalf("floor of 2/s from idle: %v; want 2 retries at once, then one exactly 500ms later", got)
+		t.Fatalf("allowance of 2/s from idle: %v; want 2 retries at once, then one exactly 500ms later", got)
 	}
-	// A retry paid from deposits also uses up the floor: no sum of both.
+	// The balance pays first and leaves the allowance alone: they add up.
 	b = NewRatioBudget(0.1, 1)
-	b.balance.Store(2 * milli)
 	const s = time.Second
-	if got := tries(10*s, 10*s, 10*s, 11*s); !slices.Equal(got, []bool{true, true, false, true}) {
-		t.Fatalf("%v; want 2 paid retries, then the floor spent by them, refilled 1s later", got)
+	if got := tries(10*s, 10*s, 10*s, 10500*ms, 11*s); !slices.Equal(got, []bool{true, true, false, false, true}) {
+		t.Fatalf("%v; want the balance's retry and the allowance's, then one more a second later", got)
+	}
+	// An allowance below 1/s still allows one retry, then one per interval.
+	b = NewRatioBudget(0.1, 0.5)
+	b.balance.Store(0)
+	if got := tries(0, 0, 1999*ms, 2*s); !slices.Equal(got, []bool{true, false, false, true}) {
+		t.Fatalf("allowance of 0.5/s: %v; want one retry every 2s", got)
 	}
 }
 
@@ -106,6 +113,7 @@ func TestThrottleArithmetic(t *testing.T) {
 
 func TestBudgetsStayInBoundsUnderConcurrency(t *testing.T) {
 	rb := NewRatioBudget(0.3, 5)
+	capMilli := int64(milli)
 	th := NewThrottle(20, 0.5)
 	var wg sync.WaitGroup
 	now := time.Now()
@@ -114,15 +122,15 @@ func TestBudgetsStayInBoundsUnderConcurrency(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := 0; i < 2000; i++ {
-				rb.call()
+				rb.success()
 				rb.tryRetry(now.Add(time.Duration(i) * time.Millisecond))
 				th.failure()
 				th.tryRetry(now)
 				if i%3 == 0 {
 					th.success()
 				}
-				if v := rb.balance.Load(); v < 0 || v > rb.capMilli {
-					t.Errorf("ratio balance %d out of [0, %d]", v, rb.capMilli)
+				if v := rb.balance.Load(); v < 0 || v > capMilli {
+					t.Errorf("ratio balance %d out of [0, %d]", v, capMilli)
 					return
 				}
 				if v := th.tokens.Load(); v < 0 || v > th.maxMilli {

@@ -73,8 +73,8 @@ type Policy struct {
 	// Nil means a fresh NewRatioBudget(DefaultBudgetRatio,
 	// DefaultBudgetMinPerSecond) for each interceptor built from the
 	// policy (DialOptions builds one, shared by its unary and stream
-	// interceptors): at most 10% of calls retried, but at least one retry
-	// a second. Set a Budget you made to share it between Unary and Stream,
+	// interceptors): retries up to 10% of the successful calls plus one a
+	// second. Set a Budget you made to share it between Unary and Stream,
 	// or across clients; set NoBudget to turn budgeting off.
 	Budget Budget
 
@@ -122,8 +122,8 @@ type Policy struct {
 // DefaultPolicy returns the policy that the zero Policy stands for, with
 // every default written out: 4 attempts, 1s initial backoff doubling to 10s,
 // full jitter, no per-attempt timeout, pushback honoured up to 30s, 256 KiB
-// of replay buffer per stream, a retry budget of 10% of calls (at least one
-// a second),
+// of replay buffer per stream, a retry budget of 10% of successful calls
+// plus one a second,
 // classification by Classify, all methods, no idempotency key.
 func DefaultPolicy() Policy {
 	return Policy{

@@ -51,6 +51,10 @@ func demoPolicy(onRetry func(retry.RetryEvent)) retry.Policy {
 		},
 		IdempotencyHeader: idemHeader,
 		OnRetry:           onRetry,
+		// Most scenarios here fail on purpose, one call at a time: the
+		// default budget (10% of successes plus 1 retry/s) would rightly
+		// stop most of their retries. The last section shows it at work.
+		Budget: retry.NoBudget,
 	}
 }
 
@@ -110,6 +114,53 @@ func run(w io.Writer) error {
 
 	section(w, "SUMMARY")
 	printSummary(w, without, with)
+
+	section(w, "BUDGET: 40 calls in a row during an outage")
+	return budgetDemo(w, lis, srv)
+}
+
+// budgetDemo makes the same 40 calls against the "outage" scenario (always
+// Unavailable) with the default retry budget and with none, and prints the
+// attempts the server saw: the budget keeps an outage from being multiplied
+// by MaxAttempts.
+func budgetDemo(w io.Writer, lis *bufconn.Listener, srv *flakyServer) error {
+	const calls = 40
+	fmt.Fprintf(w, "  %-34s  %8s  %13s  %s\n", "policy", "attempts", "amplification", "stopped by")
+	for _, b := range []struct {
+		name   string
+		budget retry.Budget
+	}{
+		{"Budget: retry.NoBudget", retry.NoBudget},
+		{"Budget: nil (the default)", nil},
+	} {
+		p := retry.Policy{MaxAttempts: 4, InitialBackoff: time.Millisecond, MaxBackoff: time.Millisecond, Budget: b.budget}
+		conn, err := dial(lis, &p)
+		if err != nil {
+			return err
+		}
+		client := inferencev1.NewInferenceServiceClient(conn)
+		srv.reset()
+		reasons := map[string]int{}
+		for range calls {
+			ctx, cancel := context.WithTimeout(context.Background(), callerDeadline)
+			_, err := client.Generate(ctx, &inferencev1.GenerateRequest{Prompt: "outage"})
+			cancel()
+			var re *retry.Error
+			if errors.As(err, &re) {
+				reasons[re.Reason.String()]++
+			}
+		}
+		conn.Close()
+		attempts := len(srv.attempts("outage"))
+		var stops []string
+		for _, r := range []string{retry.StopMaxAttempts.String(), retry.StopBudget.String()} {
+			if reasons[r] > 0 {
+				stops = append(stops, fmt.Sprintf("%s: %d", r, reasons[r]))
+			}
+		}
+		fmt.Fprintf(w, "  %-34s  %8d  %13.2f  %s\n", b.name, attempts, float64(attempts)/calls, strings.Join(stops, ", "))
+	}
+	fmt.Fprintln(w, "\n  (go run ./cmd/retry-storm measures this across a fleet: outage, steady failures, jitter.)")
 	return nil
 }
 

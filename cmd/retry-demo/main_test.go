@@ -17,6 +17,22 @@ func TestRun(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	_, budget, ok := strings.Cut(out.String(), "== BUDGET")
+	if !ok {
+		t.Fatalf("no budget section in:\n%s", out.String())
+	}
+	for _, want := range []string{
+		// 40 calls, each 4 attempts: max attempts every time.
+		`Budget: retry.NoBudget\s+160\s+4.00\s+max attempts: 40\n`,
+		// The default budget: one retry from the balance, one from the
+		// per-second allowance (more only on a machine slow enough to
+		// take seconds), and every call ends stopped by the budget.
+		`Budget: nil \(the default\)\s+4[0-9]\s+1\.\d\d\s+retry budget exhausted: 40\n`,
+	} {
+		if !regexp.MustCompile(want).MatchString(budget) {
+			t.Errorf("budget section has no line matching %q:\n%s", want, budget)
+		}
+	}
 	_, summary, ok := strings.Cut(out.String(), "== SUMMARY")
 	if !ok {
 		t.Fatalf("no summary in:\n%s", out.String())

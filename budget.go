@@ -44,11 +44,17 @@ func (noBudget) tryRetry(time.Time) bool { return true }
 func (noBudget) validate() error         { return nil }
 
 // Default ratio budget: retries are at most 10% of successful calls (the
-// Google SRE book's per-client budget), plus one retry a second.
+// Google SRE book's per-client budget), plus one retry every two seconds.
 const (
 	DefaultBudgetRatio        = 0.1
-	DefaultBudgetMinPerSecond = 1.0
+	DefaultBudgetMinPerSecond = 0.5
 )
+
+// ratioBudgetCap is the most retries a RatioBudget holds: the burst a client
+// may retry at the start of an outage, and its tolerance of failures that
+// come close together. Five is the headroom of gRFC A6's example throttle
+// (10 tokens, retries while more than 5).
+const ratioBudgetCap = 5
 
 // milli is the fixed-point scale of budget balances: 1000 = one retry.
 const milli = 1000
@@ -59,7 +65,7 @@ const milli = 1000
 // book's per-client retry budget):
 //
 //   - every call that succeeds deposits Ratio of a retry; the balance holds
-//     at most one retry and starts full, so a new client can retry at once;
+//     at most 5 retries and starts full, so a new client can retry at once;
 //   - a retry is paid from the balance when it holds a whole retry, and
 //     otherwise from the allowance of MinPerSecond retries per second
 //     (which holds at most one second's worth, at least one retry);
@@ -68,7 +74,7 @@ const milli = 1000
 // Deposits come from successes, not from calls, so that a full outage
 // drains the budget instead of feeding it: during an outage a client makes
 // about 1 + MinPerSecond/rate attempts per call (rate = its calls per
-// second), plus at most two retries for what it held when the outage began.
+// second), plus the 5 retries it held when the outage began at most.
 // With failures rare (below Ratio of the calls), every failed call is
 // retried. Under a heavy but partial failure rate f, it retries about
 // Ratio×(1−f) of the calls plus the allowance.
@@ -78,7 +84,7 @@ type RatioBudget struct {
 	err          error
 
 	ratioMilli int64         // deposit per success
-	balance    atomic.Int64  // milli-retries, at most milli
+	balance    atomic.Int64  // milli-retries, at most ratioBudgetCap*milli
 	interval   time.Duration // between allowance retries; 0: no allowance
 	tat        atomic.Int64  // GCRA theoretical arrival time of the allowance (unix ns)
 }
@@ -100,7 +106,7 @@ func NewRatioBudget(ratio, minPerSecond float64) *RatioBudget {
 		return b
 	}
 	b.ratioMilli = int64(math.Round(ratio * milli))
-	b.balance.Store(milli) // a new client may retry at once
+	b.balance.Store(ratioBudgetCap * milli) // a new client may retry at once
 	if minPerSecond > 0 {
 		b.interval = time.Duration(float64(time.Second) / minPerSecond)
 	}
@@ -114,10 +120,10 @@ func (b *RatioBudget) failure()        {}
 func (b *RatioBudget) success() {
 	for {
 		old := b.balance.Load()
-		if old >= milli {
+		if old >= ratioBudgetCap*milli {
 			return // full: a plain load, no write, on the healthy path
 		}
-		if b.balance.CompareAndSwap(old, min(old+b.ratioMilli, milli)) {
+		if b.balance.CompareAndSwap(old, min(old+b.ratioMilli, ratioBudgetCap*milli)) {
 			return
 		}
 	}
@@ -156,7 +162,7 @@ func (b *RatioBudget) takeAllowance(now int64) bool {
 	}
 }
 
-// Balance returns the retries the budget holds from deposits (0 to 1), not
+// Balance returns the retries the budget holds from deposits (0 to 5), not
 // counting the per-second allowance. For tests and metrics.
 func (b *RatioBudget) Balance() float64 { return float64(b.balance.Load()) / milli }
 

@@ -73,8 +73,8 @@ type Policy struct {
 	// Nil means a fresh NewRatioBudget(DefaultBudgetRatio,
 	// DefaultBudgetMinPerSecond) for each interceptor built from the
 	// policy (DialOptions builds one, shared by its unary and stream
-	// interceptors): retries up to 10% of the successful calls plus one a
-	// second. Set a Budget you made to share it between Unary and Stream,
+	// interceptors): retries up to 10% of the successful calls (5 in hand
+	// at most) plus one every two seconds. Set a Budget you made to share it between Unary and Stream,
 	// or across clients; set NoBudget to turn budgeting off.
 	Budget Budget
 
@@ -123,7 +123,7 @@ type Policy struct {
 // every default written out: 4 attempts, 1s initial backoff doubling to 10s,
 // full jitter, no per-attempt timeout, pushback honoured up to 30s, 256 KiB
 // of replay buffer per stream, a retry budget of 10% of successful calls
-// plus one a second,
+// plus one every two seconds,
 // classification by Classify, all methods, no idempotency key.
 func DefaultPolicy() Policy {
 	return Policy{

@@ -1001,7 +1001,7 @@ func TestDefaultBudgetStopsRetryStorm(t *testing.T) {
 			ok.Load(), stopped.Load(), retries, n)
 	}
 	if retries == 0 || retries > n/2 {
-		t.Fatalf("%d of %d calls retried, want some but far from all (budget: 10%% of calls, at least 1/s, 10 at start)", retries, n)
+		t.Fatalf("%d of %d calls retried, want some but far from all (budget: 10%% of successes, 5 at start, plus 1 per 2s)", retries, n)
 	}
 	wantCalls(t, s, methodGenerate, n+int(retries))
 }

@@ -52,7 +52,7 @@ func demoPolicy(onRetry func(retry.RetryEvent)) retry.Policy {
 		IdempotencyHeader: idemHeader,
 		OnRetry:           onRetry,
 		// Most scenarios here fail on purpose, one call at a time: the
-		// default budget (10% of successes plus 1 retry/s) would rightly
+		// default budget (10% of successes, 5 in hand, plus 1 retry per 2s) would rightly
 		// stop most of their retries. The last section shows it at work.
 		Budget: retry.NoBudget,
 	}

@@ -49,9 +49,9 @@ func allPolicies() []policySpec {
 			newRun: perClient(func() retry.Policy { return retry.Policy{MaxAttempts: 1} })},
 		{name: "nobudget", desc: "MaxAttempts 4, full jitter, Budget: retry.NoBudget",
 			newRun: perClient(func() retry.Policy { return simPolicy(retry.FullJitter, retry.NoBudget) })},
-		{name: "ratio", desc: "MaxAttempts 4, full jitter, Budget: nil (a default NewRatioBudget(0.1, 1) per client)",
+		{name: "ratio", desc: fmt.Sprintf("MaxAttempts 4, full jitter, Budget: nil (a default NewRatioBudget(%g, %g) per client)", retry.DefaultBudgetRatio, retry.DefaultBudgetMinPerSecond),
 			newRun: perClient(func() retry.Policy { return simPolicy(retry.FullJitter, nil) })},
-		{name: "ratio-shared", desc: "MaxAttempts 4, full jitter, one NewRatioBudget(0.1, 1) shared by all the clients",
+		{name: "ratio-shared", desc: fmt.Sprintf("MaxAttempts 4, full jitter, one NewRatioBudget(%g, %g) shared by all the clients", retry.DefaultBudgetRatio, retry.DefaultBudgetMinPerSecond),
 			newRun: func() func() retry.Policy {
 				b := retry.NewRatioBudget(retry.DefaultBudgetRatio, retry.DefaultBudgetMinPerSecond)
 				return func() retry.Policy { return simPolicy(retry.FullJitter, b) }

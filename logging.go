@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"google.golang.org/grpc/codes"
 )
 
 // LogRetries returns a Policy.OnRetry hook that logs every retry to l, the
@@ -52,24 +53,30 @@ func LogRetries(l logging.Logger) func(RetryEvent) {
 		panic("retry.LogRetries: nil Logger")
 	}
 	return func(ev RetryEvent) {
-		service, method := splitMethod(ev.Method)
-		fields := logging.Fields{
-			logging.ComponentFieldKey, logging.KindClientFieldValue,
-			logging.ServiceFieldKey, service,
-			logging.MethodFieldKey, method,
-			"grpc.code", ev.Code.String(),
-			"grpc.error", errorText(ev.Err),
+		ctx, fields := callFields(ev.Context, ev.Method, ev.Code, ev.Err)
+		fields = append(fields,
 			"grpc.retry.attempt", ev.Attempt,
 			"grpc.retry.class", ev.Class.String(),
 			"grpc.retry.delay", ev.Delay,
 			"grpc.retry.pushback", ev.Pushback,
-		}
-		ctx := ev.Context
-		if ctx == nil { // a RetryEvent not made by the interceptors
-			ctx = context.Background()
-		}
-		fields = fields.WithUnique(logging.ExtractFields(ctx))
-		l.Log(ctx, logging.LevelInfo, "retrying call", fields...)
+		)
+		l.Log(ctx, logging.LevelInfo, "retrying call", fields.WithUnique(logging.ExtractFields(ctx))...)
+	}
+}
+
+// callFields returns the context to log with (Background for an event not
+// made by the interceptors) and the fields that name the call and its error.
+func callFields(ctx context.Context, fullMethod string, code codes.Code, err error) (context.Context, logging.Fields) {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	service, method := splitMethod(fullMethod)
+	return ctx, logging.Fields{
+		logging.ComponentFieldKey, logging.KindClientFieldValue,
+		logging.ServiceFieldKey, service,
+		logging.MethodFieldKey, method,
+		"grpc.code", code.String(),
+		"grpc.error", errorText(err),
 	}
 }
 
@@ -108,21 +115,12 @@ func LogGiveUps(l logging.Logger) func(GiveUpEvent) {
 		panic("retry.LogGiveUps: nil Logger")
 	}
 	return func(ev GiveUpEvent) {
-		service, method := splitMethod(ev.Method)
-		fields := logging.Fields{
-			logging.ComponentFieldKey, logging.KindClientFieldValue,
-			logging.ServiceFieldKey, service,
-			logging.MethodFieldKey, method,
-			"grpc.code", ev.Code.String(),
-			"grpc.error", errorText(ev.Err),
+		ctx, fields := callFields(ev.Context, ev.Method, ev.Code, ev.Err)
+		fields = append(fields,
 			"grpc.retry.attempts", ev.Attempts,
 			"grpc.retry.class", ev.Class.String(),
 			"grpc.retry.reason", ev.Reason.String(),
-		}
-		ctx := ev.Context
-		if ctx == nil {
-			ctx = context.Background()
-		}
+		)
 		level := logging.LevelWarn
 		if ev.Reason == StopPermanent || ev.Reason == StopCanceled {
 			level = logging.LevelDebug

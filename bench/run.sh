@@ -19,7 +19,14 @@ fi
 
 mkdir -p bench/results
 out="bench/results/$(date -u +%Y%m%d-%H%M%S).txt"
-go test -run '^$' -bench "$BENCH" -benchtime "$BENCHTIME" -count "$COUNT" ./bench | tee "$out" >/dev/null
+# Interleave the counts (every client once per round, COUNT rounds) so that
+# drift on a shared machine spreads over all clients instead of biasing
+# whichever ran during a slow minute.
+go test -c -o bench/results/bench.test ./bench
+for i in $(seq "$COUNT"); do
+  (cd bench && ./results/bench.test -test.run '^$' -test.bench "$BENCH" -test.benchtime "$BENCHTIME" -test.count 1) >> "$out"
+  echo "round $i/$COUNT done" >&2
+done
 echo "raw results: $out"
 echo
 # One column per client, one row per benchmark, ratios against the bare client.

@@ -46,6 +46,7 @@ func TestRun(t *testing.T) {
 		`slow\s+DeadlineExceeded\s+\d+ms\s+OK\s+2\s+-\s`,
 		`outage\s+Unavailable\s+\d+ms\s+Unavailable\s+4\s+max attempts\s`,
 		`draining\s+Unavailable\s+\d+ms\s+Unavailable\s+2\s+deadline too close\s`,
+		`overloaded\s+Unavailable\s+\d+ms\s+Unavailable\s+1\s+server pushback: do not retry\s`,
 		`send-email\s+Unavailable\s+\d+ms\s+Unavailable\s+1\s+not in Policy.Methods\s`,
 		`token-stream\s+Unavailable\s+\d+ms\s+OK\s+2\s+-\s`,
 		`mid-stream\s+Unavailable\s+\d+ms\s+Unavailable\s+1\s+stream committed\s`,

@@ -41,10 +41,9 @@ func unaryScenarios() []scenario {
 	}, {
 		name:   "rate-limited",
 		method: "Generate",
-		about:  "ResourceExhausted with 250ms pushback (trailer and RetryInfo), then OK",
+		about:  "ResourceExhausted with 250ms pushback (retry.RetryAfter: trailer and RetryInfo), then OK",
 		script: []step{
-			fail(codes.ResourceExhausted, "rate limit", retryInfo(250*time.Millisecond)).
-				withPushback(250 * time.Millisecond),
+			fail(codes.ResourceExhausted, "rate limit").withPushback(250 * time.Millisecond),
 			ok(),
 		},
 		call: generate,
@@ -80,6 +79,12 @@ func unaryScenarios() []scenario {
 		method: "Generate",
 		about:  "always Unavailable with 1s pushback: stops before sleeping past the 1.5s deadline",
 		script: []step{fail(codes.Unavailable, "server draining").withPushback(time.Second)},
+		call:   generate,
+	}, {
+		name:   "overloaded",
+		method: "Generate",
+		about:  "Unavailable with retry.DoNotRetry (pushback -1): the server asks not to retry",
+		script: []step{fail(codes.Unavailable, "shedding load").doNotRetry(), ok()},
 		call:   generate,
 	}, {
 		name:   "send-email",

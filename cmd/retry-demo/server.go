@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -13,7 +12,6 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/protoadapt"
-	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/seed4f82f287/retry"
 	inferencev1 "github.com/seed4f82f287/retry/gen/inference/v1"
@@ -22,10 +20,11 @@ import (
 // step is what the flaky server does on one attempt of a scenario. The zero
 // step answers OK.
 type step struct {
-	tokens  int            // streams: tokens sent before the answer
-	hang    bool           // block until the attempt's context ends
-	fail    *status.Status // the error to answer with; nil means OK
-	trailer metadata.MD    // trailer sent with the answer
+	tokens int            // streams: tokens sent before the answer
+	hang   bool           // block until the attempt's context ends
+	fail   *status.Status // the error to answer with; nil means OK
+	after  time.Duration  // > 0: answer with retry.RetryAfter(fail's code and message, after)
+	refuse bool           // answer with retry.DoNotRetry(fail's code and message)
 }
 
 func ok() step { return step{} }
@@ -51,14 +50,17 @@ func (s step) afterTokens(k int) step {
 	return s
 }
 
-// withPushback adds a grpc-retry-pushback-ms trailer to s.
+// withPushback makes the server answer through retry.RetryAfter: a
+// grpc-retry-pushback-ms trailer and a google.rpc.RetryInfo detail of d.
 func (s step) withPushback(d time.Duration) step {
-	s.trailer = metadata.Pairs(retry.PushbackTrailer, fmt.Sprint(d.Milliseconds()))
+	s.after = d
 	return s
 }
 
-func retryInfo(d time.Duration) *errdetails.RetryInfo {
-	return &errdetails.RetryInfo{RetryDelay: durationpb.New(d)}
+// doNotRetry makes the server answer through retry.DoNotRetry: pushback -1.
+func (s step) doNotRetry() step {
+	s.refuse = true
+	return s
 }
 
 func quotaFailure(subject, description string) *errdetails.QuotaFailure {
@@ -81,8 +83,11 @@ func (s step) describe() string {
 			out += fmt.Sprintf(" +%T", d)
 		}
 	}
-	if v := s.trailer.Get(retry.PushbackTrailer); len(v) > 0 {
-		out += " +pushback-ms " + strings.Join(v, ",")
+	switch {
+	case s.after > 0:
+		out += fmt.Sprintf(" +RetryInfo %v +pushback-ms %d (retry.RetryAfter)", s.after, s.after.Milliseconds())
+	case s.refuse:
+		out += " +pushback-ms -1 (retry.DoNotRetry)"
 	}
 	return out
 }
@@ -237,12 +242,14 @@ func (s *flakyServer) serveWith(ctx context.Context, method, name string, before
 		err = status.FromContextError(ctx.Err()).Err()
 		ev.hung = true
 	case st.fail != nil:
-		if st.trailer != nil {
-			if terr := grpc.SetTrailer(ctx, st.trailer); terr != nil {
-				return "", status.Errorf(codes.Internal, "set trailer: %v", terr)
-			}
+		switch {
+		case st.after > 0:
+			err = retry.RetryAfter(ctx, st.fail.Code(), st.fail.Message(), st.after)
+		case st.refuse:
+			err = retry.DoNotRetry(ctx, st.fail.Code(), st.fail.Message())
+		default:
+			err = st.fail.Err()
 		}
-		err = st.fail.Err()
 		ev.answer = st.describe()
 		if ev.sent > 0 {
 			ev.answer = fmt.Sprintf("%d tokens, then %s", ev.sent, ev.answer)

@@ -31,52 +31,39 @@ func policy(t *testing.T, name string) policySpec {
 }
 
 // TestOutage plays a short outage end to end and checks what must hold
-// whatever the timing.
+// whatever the timing (a loaded machine starts fewer calls, later).
 func TestOutage(t *testing.T) {
 	t.Parallel()
-	phases := outagePhases([3]time.Duration{200 * time.Millisecond, 300 * time.Millisecond, 300 * time.Millisecond})
 	names := []string{"none", "nobudget", "ratio", "throttle"}
-	results := make(map[string]stormResult)
-	rs := make([]stormResult, len(names))
-	err := parallelDo(len(names), len(names), func(i int) (err error) {
-		rs[i], err = runStorm(context.Background(), tiny(), phases, policy(t, names[i]), 1)
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, n := range names {
-		results[n] = rs[i]
+	// run plays every policy on the timeline and returns the results by name.
+	run := func(timeline [3]time.Duration) map[string]stormResult {
+		phases := outagePhases(timeline)
+		rs := make([]stormResult, len(names))
+		err := parallelDo(len(names), len(names), func(i int) (err error) {
+			rs[i], err = runStorm(context.Background(), tiny(), phases, policy(t, names[i]), 1)
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		results := make(map[string]stormResult)
+		for i, n := range names {
+			results[n] = rs[i]
+		}
+		return results
 	}
 
-	none := results["none"]
+	// With a recovery phase: no retry means exactly one attempt per call,
+	// every call started after the outage succeeds, and recovery is measured.
+	withRecovery := run([3]time.Duration{200 * time.Millisecond, 300 * time.Millisecond, 300 * time.Millisecond})
+	none := withRecovery["none"]
 	for i, p := range none.phases {
 		if p.calls == 0 || p.attempts != p.calls {
-			t.Errorf("none, phase %s: %d attempts for %d calls, want amplification 1.0 exactly", phases[i].name, p.attempts, p.calls)
-		}
-	}
-	if none.total.amplification() != 1.0 {
-		t.Errorf("none: overall amplification %v, want 1.0", none.total.amplification())
-	}
-
-	nb := results["nobudget"].phases[1].amplification()
-	t.Logf("outage amplification: nobudget %.3f, ratio %.3f, throttle %.3f",
-		nb, results["ratio"].phases[1].amplification(), results["throttle"].phases[1].amplification())
-	// Below MaxAttempts: the last calls of the outage retry into the recovery.
-	if nb <= 2 || nb > simMaxAttempts {
-		t.Errorf("nobudget: outage amplification %.3f, want in (2, %d]", nb, simMaxAttempts)
-	}
-	for _, n := range []string{"ratio", "throttle"} {
-		r := results[n]
-		if a := r.phases[1].amplification(); a >= nb || a < 1 {
-			t.Errorf("%s: outage amplification %.3f, want in [1, nobudget's %.3f)", n, a, nb)
-		}
-		if r.phases[1].budgetStops == 0 {
-			t.Errorf("%s: no call stopped by the budget during the outage", n)
+			t.Errorf("none, phase %d: %d attempts for %d calls, want amplification 1.0 exactly", i, p.attempts, p.calls)
 		}
 	}
 	for _, n := range names {
-		r := results[n]
+		r := withRecovery[n]
 		if p := r.phases[2]; p.ok != p.calls {
 			t.Errorf("%s: %d of %d calls started after the outage failed", n, p.calls-p.ok, p.calls)
 		}
@@ -86,6 +73,29 @@ func TestOutage(t *testing.T) {
 		if !r.hasRecovery {
 			t.Errorf("%s: recovery not measured", n)
 		}
+	}
+
+	// Ending in the outage, so that nothing succeeds after it began: without
+	// a budget every outage call makes all its attempts; a budget bounds the
+	// retries of each client by what it holds, whatever the timing. The
+	// ratio budget: 5 in hand, plus 0.5/s of allowance (burst 1) over the
+	// run; the A6 throttle (10, 0.1): retries while more than 5 tokens, so
+	// at most 4 after the healthy phase refilled it.
+	inOutage := run([3]time.Duration{200 * time.Millisecond, 400 * time.Millisecond, 0})
+	nb := inOutage["nobudget"].phases[1]
+	if nb.calls == 0 || nb.attempts != simMaxAttempts*nb.calls {
+		t.Errorf("nobudget: %d attempts for %d outage calls, want exactly %d each", nb.attempts, nb.calls, simMaxAttempts)
+	}
+	clients := int64(tiny().clients)
+	for n, perClient := range map[string]int64{"ratio": 5 + 1 + 3, "throttle": 4} {
+		p := inOutage[n].phases[1]
+		if retries := p.attempts - p.calls; retries < 0 || retries > perClient*clients {
+			t.Errorf("%s: %d retries of %d outage calls, want at most %d per client", n, retries, p.calls, perClient)
+		}
+		if p.calls > (perClient+1)*clients && p.budgetStops == 0 {
+			t.Errorf("%s: %d outage calls and none stopped by the budget", n, p.calls)
+		}
+		t.Logf("%s: %d outage calls, %d attempts, %d stopped by the budget", n, p.calls, p.attempts, p.budgetStops)
 	}
 }
 

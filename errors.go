@@ -97,6 +97,7 @@ type PolicyError struct {
 	Rule  string // the rule it breaks
 }
 
+// Error returns "retry: invalid Policy.<Field> <Value>: <Rule>".
 func (e *PolicyError) Error() string {
 	return fmt.Sprintf("retry: invalid Policy.%s %v: %s", e.Field, e.Value, e.Rule)
 }

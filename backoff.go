@@ -18,8 +18,9 @@ const (
 	// "Exponential Backoff and Jitter" study, the mode that finishes a
 	// contended workload with the fewest calls.
 	FullJitter Jitter = iota
-	// ProportionalJitter: delay = b × (0.8 + 0.4 r), within ±20% of b, as in
-	// gRPC's connection backoff. The delay may exceed MaxBackoff by up to 20%.
+	// ProportionalJitter: delay = b × (0.8 + 0.4 r), within ±20% of b, as
+	// grpc-go's built-in retry (1.85) and gRPC's connection backoff do. The
+	// delay may exceed MaxBackoff by up to 20%.
 	ProportionalJitter
 	// EqualJitter: delay = b/2 + (b/2) × r, uniform in [b/2, b).
 	EqualJitter

@@ -79,13 +79,19 @@ type Decider interface {
 // call's context with the attempt-count header on retries, bounded by the
 // attempt timeout. cancel is nil when no context was derived.
 func attemptContext(ctx context.Context, c *Call) (context.Context, context.CancelFunc) {
-	if c.Attempts > 1 {
-		ctx = metadata.AppendToOutgoingContext(ctx, PreviousAttemptsHeader, strconv.Itoa(c.Attempts-1))
-	}
+	ctx = attemptMetadata(ctx, c)
 	if c.AttemptTimeout > 0 {
 		return context.WithTimeout(ctx, c.AttemptTimeout)
 	}
 	return ctx, nil
+}
+
+// attemptMetadata returns ctx with the attempt-count header, on retries.
+func attemptMetadata(ctx context.Context, c *Call) context.Context {
+	if c.Attempts > 1 {
+		ctx = metadata.AppendToOutgoingContext(ctx, PreviousAttemptsHeader, strconv.Itoa(c.Attempts-1))
+	}
+	return ctx
 }
 
 // callContext adds the call's extra header, if any, for all its attempts.

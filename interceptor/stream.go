@@ -128,7 +128,7 @@ func (s *retryStream) newAttemptLocked() error {
 	}
 	// An attempt ends by itself when it fails (that is when it is
 	// replaced), so it needs a cancel of its own only for the timeout.
-	ctx := metadataOnly(s.callCtx, &s.call)
+	ctx := attemptMetadata(s.callCtx, &s.call)
 	timeout := s.call.AttemptTimeout
 	if timeout > 0 {
 		ctx, a.cancel = context.WithCancel(ctx)
@@ -176,15 +176,6 @@ func (a *attempt) answer() {
 	if a.timer != nil && a.state.CompareAndSwap(timing, answered) {
 		a.timer.Stop()
 	}
-}
-
-// metadataOnly is attemptContext without the timeout.
-func metadataOnly(ctx context.Context, c *Call) context.Context {
-	t := c.AttemptTimeout
-	c.AttemptTimeout = 0
-	ctx, _ = attemptContext(ctx, c)
-	c.AttemptTimeout = t
-	return ctx
 }
 
 // stop releases an attempt that is over.

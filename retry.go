@@ -124,8 +124,11 @@ func (c *compiled) Failed(ctx context.Context, call *interceptor.Call, err error
 	}
 	st := status.Convert(err)
 	s.lastClass = c.Classify(st, trailer)
-	if ctx.Err() != nil || c.pastDeadline(ctx) {
-		// The caller's own cancellation or deadline: never retried.
+	now := c.clock.Now()
+	deadline, hasDeadline := ctx.Deadline()
+	if ctx.Err() != nil || hasDeadline && !now.Before(deadline) {
+		// The caller's own cancellation or deadline (even if its context
+		// has not noticed yet): never retried.
 		s.lastClass = Permanent
 		return stop(StopCanceled)
 	}
@@ -152,8 +155,7 @@ func (c *compiled) Failed(ctx context.Context, call *interceptor.Call, err error
 		s.backoffs++
 		s.prevDelay = delay
 	}
-	now := c.clock.Now()
-	if deadline, ok := ctx.Deadline(); ok && !now.Add(delay).Before(deadline) {
+	if hasDeadline && !now.Add(delay).Before(deadline) {
 		return stop(StopDeadline)
 	}
 	if !c.Budget.tryRetry(now) {
@@ -172,13 +174,6 @@ func (c *compiled) Failed(ctx context.Context, call *interceptor.Call, err error
 		})
 	}
 	return delay, nil
-}
-
-// pastDeadline reports whether the caller's deadline has passed, even if its
-// context has not noticed yet.
-func (c *compiled) pastDeadline(ctx context.Context) bool {
-	deadline, ok := ctx.Deadline()
-	return ok && !c.clock.Now().Before(deadline)
 }
 
 func (c *compiled) Wait(ctx context.Context, call *interceptor.Call, delay time.Duration) error {

@@ -18,14 +18,16 @@ import (
 // Policy. The package's budgets are NewRatioBudget (the default) and
 // NewThrottle (gRFC A6 retry throttling); NoBudget turns budgeting off.
 type Budget interface {
-	// call is told of every logical call the interceptor retries for.
-	call()
-	// failure is told of every failed attempt whose class is retryable, and
-	// of every server pushback saying "do not retry".
-	failure()
 	// success is told of every call that ends with status OK.
 	success()
-	// tryRetry asks for one retry at time now and spends for it if allowed.
+	// failed is told, at now, of every failed attempt that gRFC A6 counts
+	// as a failure for throttling: a retryable class, or a server pushback
+	// saying "do not retry". retry reports that the attempt was a retry or
+	// a hedge (not a call's first attempt); committed that the call had
+	// committed, so it could not have been retried anyway.
+	failed(now time.Time, retry, committed bool)
+	// tryRetry asks, at now, whether one more attempt (a retry or a hedge)
+	// may be sent.
 	tryRetry(now time.Time) bool
 	validate() error
 }
@@ -37,11 +39,10 @@ var NoBudget Budget = noBudget{}
 
 type noBudget struct{}
 
-func (noBudget) call()                   {}
-func (noBudget) failure()                {}
-func (noBudget) success()                {}
-func (noBudget) tryRetry(time.Time) bool { return true }
-func (noBudget) validate() error         { return nil }
+func (noBudget) success()                     {}
+func (noBudget) failed(time.Time, bool, bool) {}
+func (noBudget) tryRetry(time.Time) bool      { return true }
+func (noBudget) validate() error              { return nil }
 
 // Default ratio budget: retries are at most 10% of successful calls (the
 // Google SRE book's per-client budget), plus one retry every two seconds.
@@ -113,9 +114,8 @@ func NewRatioBudget(ratio, minPerSecond float64) *RatioBudget {
 	return b
 }
 
-func (b *RatioBudget) validate() error { return b.err }
-func (b *RatioBudget) call()           {}
-func (b *RatioBudget) failure()        {}
+func (b *RatioBudget) validate() error              { return b.err }
+func (b *RatioBudget) failed(time.Time, bool, bool) {}
 
 func (b *RatioBudget) success() {
 	for {
@@ -202,9 +202,15 @@ func NewThrottle(maxTokens, tokenRatio float64) *Throttle {
 }
 
 func (t *Throttle) validate() error { return t.err }
-func (t *Throttle) call()           {}
 
-func (t *Throttle) failure() { t.add(-milli) }
+// failed takes a token for a failure, as grpc-go does: a call that had
+// committed is not counted.
+func (t *Throttle) failed(_ time.Time, _, committed bool) {
+	if !committed {
+		t.add(-milli)
+	}
+}
+
 func (t *Throttle) success() { t.add(t.ratioMilli) }
 
 func (t *Throttle) add(d int64) {

@@ -25,8 +25,7 @@ func TestRatioBudgetArithmetic(t *testing.T) {
 		t.Fatal("an empty budget without allowance allowed a retry")
 	}
 	for i := 0; i < 100; i++ {
-		b.call() // calls and failures deposit nothing: an outage drains the budget
-		b.failure()
+		b.failed(t0, true, false) // failures deposit nothing: an outage drains the budget
 	}
 	if b.Balance() != 0 || b.tryRetry(t0) {
 		t.Fatalf("calls or failures deposited: balance %v", b.Balance())
@@ -87,12 +86,12 @@ func TestThrottleArithmetic(t *testing.T) {
 		t.Fatalf("a new throttle has %v tokens and must allow retries", th.Tokens())
 	}
 	for i := 0; i < 4; i++ {
-		th.failure()
+		th.failed(now, false, false)
 	}
 	if th.Tokens() != 6 || !th.tryRetry(now) {
 		t.Fatalf("6 tokens of 10 must allow retries (have %v)", th.Tokens())
 	}
-	th.failure()
+	th.failed(now, false, false)
 	if th.Tokens() != 5 || th.tryRetry(now) {
 		t.Fatalf("at exactly half the tokens (%v) retries must stop", th.Tokens())
 	}
@@ -101,7 +100,7 @@ func TestThrottleArithmetic(t *testing.T) {
 		t.Fatalf("a success refunds 0.1: %v", th.Tokens())
 	}
 	for i := 0; i < 100; i++ {
-		th.failure()
+		th.failed(now, false, false)
 	}
 	if th.Tokens() != 0 {
 		t.Fatalf("tokens %v, want floor 0", th.Tokens())
@@ -127,7 +126,7 @@ func TestBudgetsStayInBoundsUnderConcurrency(t *testing.T) {
 			for i := 0; i < 2000; i++ {
 				rb.success()
 				rb.tryRetry(now.Add(time.Duration(i) * time.Millisecond))
-				th.failure()
+				th.failed(now, false, false)
 				th.tryRetry(now)
 				if i%3 == 0 {
 					th.success()

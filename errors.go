@@ -31,10 +31,15 @@ const (
 	// StopBudget: the retry budget shared by the client's calls had no
 	// room for another retry.
 	StopBudget
-	// StopCommitted: a stream had committed (response headers or a message
-	// arrived, the caller read Header or Trailer, or the replay buffer
-	// overflowed), so retrying it could duplicate messages.
+	// StopCommitted: the call had committed (gRFC A6: response headers or
+	// a message had arrived; for a stream also the caller read Trailer or
+	// Context, or its messages outgrew the replay buffer), so retrying it
+	// could repeat work the server had started or duplicate messages.
 	StopCommitted
+	// StopLocal: the client itself produced the error (a message over a
+	// size limit, or one that could not be encoded or decoded), which
+	// another attempt would repeat.
+	StopLocal
 )
 
 // String returns a short description, e.g. "max attempts".
@@ -55,7 +60,9 @@ func (r StopReason) String() string {
 	case StopBudget:
 		return "retry budget exhausted"
 	case StopCommitted:
-		return "stream committed"
+		return "committed"
+	case StopLocal:
+		return "client-side error"
 	}
 	return "stop(" + strconv.Itoa(int(r)) + ")"
 }

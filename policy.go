@@ -21,6 +21,7 @@ const (
 	DefaultMultiplier     = 2.0
 	DefaultMaxPushback    = 30 * time.Second
 	DefaultMaxReplayBytes = 256 << 10 // 256 KiB, as grpc-go's per-RPC buffer
+	DefaultConnectWait    = 10 * time.Second
 )
 
 // Policy says when and how a call is retried. The zero value is the default
@@ -36,12 +37,14 @@ type Policy struct {
 	// up to 3 retries. Negative is invalid.
 	MaxAttempts int
 
-	// InitialBackoff is the base delay before the first retry (default 1s).
-	// The base delay before retry n (n = 0 for the first) is
-	// min(InitialBackoff × Multiplier^n, MaxBackoff), then jittered.
+	// InitialBackoff is the base delay before the first retry (default 1s,
+	// or MaxBackoff if that is set and shorter). The base delay before
+	// retry n (n = 0 for the first) is min(InitialBackoff × Multiplier^n,
+	// MaxBackoff), then jittered.
 	InitialBackoff time.Duration
-	// MaxBackoff caps the base delay (default 10s). It must be at least
-	// InitialBackoff once defaults are applied.
+	// MaxBackoff caps the base delay (default 10s, or InitialBackoff if that
+	// is set and longer). When both are set it must be at least
+	// InitialBackoff.
 	MaxBackoff time.Duration
 	// Multiplier is the growth factor of the base delay (default 2). It must
 	// be finite and at least 1; exactly 1 gives a constant delay.
@@ -55,6 +58,20 @@ type Policy struct {
 	// For streams it bounds the time until the stream commits (first response
 	// header or message); a committed stream is never cut by it.
 	PerAttemptTimeout time.Duration
+
+	// ConnectWait is the longest a retry waits for the client's channel to
+	// have a ready connection before it is sent (default 10s; negative: do
+	// not wait). The wait also ends with the caller's deadline and with
+	// PerAttemptTimeout, and sends nothing: a retry after a restart or a
+	// lost connection goes out once gRPC has reconnected, instead of
+	// failing at once against a channel in TRANSIENT_FAILURE (gRPC's own
+	// reconnect backoff is about a second). If the caller's deadline ends
+	// the wait, the call returns the last attempt's error (StopDeadline).
+	// The first attempt is sent as the caller asked (gRPC's default fails
+	// at once on a channel without a connection; grpc.WaitForReady(true)
+	// waits). A call with grpc.WaitForReady(false) set explicitly does not
+	// wait on its retries either.
+	ConnectWait time.Duration
 
 	// MaxPushback is the longest server pushback (grpc-retry-pushback-ms or
 	// google.rpc.RetryInfo) the client honours (default 30s). A longer
@@ -151,11 +168,16 @@ func (p Policy) withDefaults() Policy {
 	if p.MaxAttempts == 0 {
 		p.MaxAttempts = DefaultMaxAttempts
 	}
-	if p.InitialBackoff == 0 {
-		p.InitialBackoff = DefaultInitialBackoff
+	switch {
+	case p.InitialBackoff == 0 && p.MaxBackoff == 0:
+		p.InitialBackoff, p.MaxBackoff = DefaultInitialBackoff, DefaultMaxBackoff
+	case p.InitialBackoff == 0:
+		p.InitialBackoff = min(DefaultInitialBackoff, p.MaxBackoff)
+	case p.MaxBackoff == 0:
+		p.MaxBackoff = max(DefaultMaxBackoff, p.InitialBackoff)
 	}
-	if p.MaxBackoff == 0 {
-		p.MaxBackoff = DefaultMaxBackoff
+	if p.ConnectWait == 0 {
+		p.ConnectWait = DefaultConnectWait
 	}
 	if p.Multiplier == 0 {
 		p.Multiplier = DefaultMultiplier
@@ -170,7 +192,7 @@ func (p Policy) withDefaults() Policy {
 		p.Classify = Classify
 	}
 	if p.Budget == nil {
-		p.Budget = NewRatioBudget(DefaultBudgetRatio, DefaultBudgetMinPerSecond)
+		p.Budget = DefaultCreditBudget()
 	}
 	if p.clock == nil {
 		p.clock = realClock{}
@@ -188,6 +210,7 @@ type compiled struct {
 	exactMethods   map[string]bool
 	methodPrefixes []string
 	idemHeader     string
+	connectWait    time.Duration // 0: retries do not wait for a connection
 }
 
 func (p Policy) compile() (*compiled, error) {
@@ -231,7 +254,7 @@ func (p Policy) compile() (*compiled, error) {
 	if d.MaxBackoff < d.InitialBackoff {
 		return bad("MaxBackoff", d.MaxBackoff, "must be at least InitialBackoff ("+d.InitialBackoff.String()+")")
 	}
-	c := &compiled{Policy: d}
+	c := &compiled{Policy: d, connectWait: max(d.ConnectWait, 0)}
 	for i, m := range p.Methods {
 		slash := strings.LastIndexByte(m, '/')
 		if len(m) < 3 || m[0] != '/' || slash < 2 {

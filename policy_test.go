@@ -42,7 +42,6 @@ func TestValidateNamesFieldAndRule(t *testing.T) {
 		{"NaN multiplier", Policy{Multiplier: math.NaN()}, "Multiplier", "finite"},
 		{"Inf multiplier", Policy{Multiplier: math.Inf(1)}, "Multiplier", "finite"},
 		{"max below initial", Policy{InitialBackoff: 2 * time.Second, MaxBackoff: time.Second}, "MaxBackoff", "at least InitialBackoff"},
-		{"initial above default max", Policy{InitialBackoff: time.Minute}, "MaxBackoff", "at least InitialBackoff (1m0s)"},
 		{"negative replay buffer", Policy{MaxReplayBytes: -1}, "MaxReplayBytes", "negative"},
 		{"unknown jitter", Policy{Jitter: 42}, "Jitter", "must be one of"},
 		{"method without slash", Policy{Methods: []string{"Generate"}}, "Methods[0]", "/package.Service/Method"},
@@ -110,5 +109,29 @@ func TestMethodScope(t *testing.T) {
 	}
 	if got := mustCompile(Policy{IdempotencyHeader: "X-Key"}).idemHeader; got != "x-key" {
 		t.Errorf("idemHeader = %q, want lower-case x-key", got)
+	}
+}
+
+func TestZeroBackoffFieldsFollowTheSetOnes(t *testing.T) {
+	for _, c := range []struct {
+		name             string
+		p                Policy
+		initial, maxWait time.Duration
+	}{
+		{"neither", Policy{}, DefaultInitialBackoff, DefaultMaxBackoff},
+		{"short max", Policy{MaxBackoff: 500 * time.Millisecond}, 500 * time.Millisecond, 500 * time.Millisecond},
+		{"long max", Policy{MaxBackoff: time.Minute}, DefaultInitialBackoff, time.Minute},
+		{"long initial", Policy{InitialBackoff: time.Minute}, time.Minute, time.Minute},
+		{"short initial", Policy{InitialBackoff: 10 * time.Millisecond}, 10 * time.Millisecond, DefaultMaxBackoff},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cp, err := c.p.compile()
+			if err != nil {
+				t.Fatalf("Validate: %v", err)
+			}
+			if cp.InitialBackoff != c.initial || cp.MaxBackoff != c.maxWait {
+				t.Fatalf("InitialBackoff %v, MaxBackoff %v; want %v, %v", cp.InitialBackoff, cp.MaxBackoff, c.initial, c.maxWait)
+			}
+		})
 	}
 }

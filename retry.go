@@ -63,7 +63,14 @@ type callState struct {
 	backoffs  int           // backoffs since the start or the last pushback
 	prevDelay time.Duration // the last backoff delay, for DecorrelatedJitter
 	lastClass Class
+	lastErr   error // the last attempt's error
 }
+
+// deadlineMargin is the least time a retry must have before the caller's
+// deadline when it would start: a retry that could only start later is not
+// made, and a wait that wakes up (late, on a busy machine) with less than
+// this left ends the call with the last attempt's error.
+const deadlineMargin = time.Millisecond
 
 func (c *compiled) Begin(ctx context.Context, method string, opts []grpc.CallOption, call *interceptor.Call) (bool, error) {
 	if !c.inScope(method) {
@@ -73,6 +80,7 @@ func (c *compiled) Begin(ctx context.Context, method string, opts []grpc.CallOpt
 	call.MaxAttempts = c.MaxAttempts
 	call.AttemptTimeout = c.PerAttemptTimeout
 	call.MaxReplayBytes = c.MaxReplayBytes
+	call.ConnectWait = c.connectWait
 	for _, o := range opts {
 		co, ok := o.(CallOption)
 		if !ok {
@@ -98,7 +106,6 @@ func (c *compiled) Begin(ctx context.Context, method string, opts []grpc.CallOpt
 			call.HeaderKey, call.HeaderValue = c.idemHeader, newIdempotencyKey()
 		}
 	}
-	c.Budget.call()
 	return true, nil
 }
 
@@ -117,13 +124,29 @@ func (c *compiled) state(call *interceptor.Call) *callState {
 	return s
 }
 
-func (c *compiled) Failed(ctx context.Context, call *interceptor.Call, err error, trailer metadata.MD) (time.Duration, error) {
+// Failed decides what follows a failed attempt. The order of the checks is
+// the package's contract (see the package documentation): the caller's
+// context, what the client itself knows (a local error, a committed call),
+// the class, the attempts, the server's pushback, the deadline, the budget.
+func (c *compiled) Failed(ctx context.Context, call *interceptor.Call, o interceptor.Outcome) (time.Duration, error) {
 	s := c.state(call)
+	err := o.Err
 	stop := func(r StopReason) (time.Duration, error) {
 		return 0, c.gaveUp(ctx, call, &Error{Err: err, Attempts: call.Attempts, Reason: r, Class: s.lastClass})
 	}
+	if o.Unstarted {
+		// The caller's context ended while the next attempt waited for a
+		// connection: report the last attempt's error.
+		if ctx.Err() == context.Canceled {
+			s.lastClass = Permanent
+			err = status.FromContextError(ctx.Err()).Err()
+			return stop(StopCanceled)
+		}
+		return stop(StopDeadline)
+	}
+	s.lastErr = err
 	st := status.Convert(err)
-	s.lastClass = c.Classify(st, trailer)
+	s.lastClass = c.Classify(st, o.Trailer)
 	now := c.clock.Now()
 	deadline, hasDeadline := ctx.Deadline()
 	if ctx.Err() != nil || hasDeadline && !now.Before(deadline) {
@@ -132,14 +155,23 @@ func (c *compiled) Failed(ctx context.Context, call *interceptor.Call, err error
 		s.lastClass = Permanent
 		return stop(StopCanceled)
 	}
+	if o.Local {
+		return stop(StopLocal)
+	}
+	pb := serverPushback(st, o.Trailer)
 	if s.lastClass == Permanent {
+		if pb.stop && !o.Committed {
+			c.Budget.failed(now, call.Attempts > 1, false)
+		}
 		return stop(StopPermanent)
 	}
-	c.Budget.failure()
+	c.Budget.failed(now, call.Attempts > 1, o.Committed)
+	if o.Committed {
+		return stop(StopCommitted)
+	}
 	if call.Attempts >= call.MaxAttempts {
 		return stop(StopMaxAttempts)
 	}
-	pb := serverPushback(st, trailer)
 	if pb.stop {
 		return stop(StopPushback)
 	}
@@ -155,7 +187,7 @@ func (c *compiled) Failed(ctx context.Context, call *interceptor.Call, err error
 		s.backoffs++
 		s.prevDelay = delay
 	}
-	if hasDeadline && !now.Add(delay).Before(deadline) {
+	if hasDeadline && !now.Add(delay+deadlineMargin).Before(deadline) {
 		return stop(StopDeadline)
 	}
 	if !c.Budget.tryRetry(now) {
@@ -176,11 +208,24 @@ func (c *compiled) Failed(ctx context.Context, call *interceptor.Call, err error
 	return delay, nil
 }
 
+// Wait sleeps for delay. A wait that the caller's deadline cuts short, or
+// that wakes with less than deadlineMargin left, ends the call with the last
+// attempt's error (StopDeadline), never with a DeadlineExceeded of its own;
+// a cancel ends it with Canceled (StopCanceled).
 func (c *compiled) Wait(ctx context.Context, call *interceptor.Call, delay time.Duration) error {
-	if err := c.clock.Sleep(ctx, delay); err != nil {
-		return c.gaveUp(ctx, call, &Error{Err: status.FromContextError(err).Err(), Attempts: call.Attempts, Reason: StopCanceled, Class: Permanent})
+	s := c.state(call)
+	err := c.clock.Sleep(ctx, delay)
+	if err == nil {
+		deadline, ok := ctx.Deadline()
+		if !ok || c.clock.Now().Add(deadlineMargin).Before(deadline) {
+			return nil
+		}
+		err = context.DeadlineExceeded
 	}
-	return nil
+	if err == context.DeadlineExceeded && s.lastErr != nil {
+		return c.gaveUp(ctx, call, &Error{Err: s.lastErr, Attempts: call.Attempts, Reason: StopDeadline, Class: s.lastClass})
+	}
+	return c.gaveUp(ctx, call, &Error{Err: status.FromContextError(err).Err(), Attempts: call.Attempts, Reason: StopCanceled, Class: Permanent})
 }
 
 // gaveUp reports e to the OnGiveUp hook and returns it.
@@ -199,12 +244,4 @@ func (c *compiled) gaveUp(ctx context.Context, call *interceptor.Call, e *Error)
 	return e
 }
 
-func (c *compiled) Succeeded(call *interceptor.Call) { c.Budget.success() }
-
-func (c *compiled) Committed(ctx context.Context, call *interceptor.Call, err error) error {
-	class := c.Classify(status.Convert(err), nil)
-	if class != Permanent {
-		c.Budget.failure()
-	}
-	return c.gaveUp(ctx, call, &Error{Err: err, Attempts: call.Attempts, Reason: StopCommitted, Class: class})
-}
+func (c *compiled) Succeeded(ctx context.Context, call *interceptor.Call) { c.Budget.success() }

@@ -142,13 +142,30 @@ func TestStreamCommitRules(t *testing.T) {
 		server: [][]sOp{{sReq("1"), sErr(U)}, {sReq("1"), sRes(1)}},
 		client: []cOp{cReq("1"), cRes(1), cEOF()},
 	}, {
-		// The same trailers-only failure, but the caller called Header
-		// (which returns with no headers when the attempt fails): the
-		// caller's Header commits the stream, so it is not retried.
-		name:   "no retry after the caller's Header",
+		// The same trailers-only failure while the caller waits in Header:
+		// as grpc-go's Header does, it retries inside Header and returns
+		// the headers of the attempt that sends them.
+		name:  "trailers-only failure retried inside the caller's Header",
+		kinds: allKinds,
+		server: [][]sOp{
+			{sReq("1"), sErr(U)},
+			{sAttempts(1), sReq("1"), sHdr(), sRes(1)},
+		},
+		client: []cOp{cReq("1"), cHdr("headers"), cRes(1), cEOF()},
+	}, {
+		// Headers that really arrive commit the stream: a failure after
+		// the caller got them is not retried.
+		name:   "no retry after headers the caller's Header returned",
 		kinds:  allKinds,
-		server: [][]sOp{{sReq("1"), sErr(U)}},
-		client: []cOp{cReq("1"), cHdr(""), cErr(U, retry.StopCommitted, 1)},
+		server: [][]sOp{{sReq("1"), sHdr(), sErr(U)}},
+		client: []cOp{cReq("1"), cHdr("headers"), cErr(U, retry.StopCommitted, 1)},
+	}, {
+		// A call that ends without headers leaves Header with nothing (no
+		// error, as grpc-go); the error comes from Recv.
+		name:   "Header of a call that fails without headers",
+		kinds:  allKinds,
+		server: [][]sOp{{sReq("1"), sErr(U)}, {sAttempts(1), sReq("1"), sPushback("-1"), sErr(U)}},
+		client: []cOp{cReq("1"), cHdr(""), cErr(U, retry.StopPushback, 2)},
 	}, {
 		name:   "pushback -1: no retry",
 		kinds:  allKinds,

@@ -962,46 +962,73 @@ func TestConcurrentCalls(t *testing.T) {
 	}
 }
 
-// TestDefaultBudgetStopsRetryStorm: with the default budget (the zero
-// Policy.Budget), a burst of failing calls is not retried wholesale: the
-// calls beyond the budget fail at once with their own error and
-// StopBudget, and OnRetry fires exactly for the retries made.
-func TestDefaultBudgetStopsRetryStorm(t *testing.T) {
+// TestDefaultBudgetRetriesReplicaLoss is a replica lost with calls in
+// flight: 300 concurrent calls through one default client, half of them
+// failing their first attempt, every retry succeeding. The default budget
+// charges only retries that fail, so every call succeeds.
+func TestDefaultBudgetRetriesReplicaLoss(t *testing.T) {
 	const n = 300
 	s := &stubServer{}
-	s.GenerateF = failFirstPerPrompt(1)
-	var hooks atomic.Int64
+	first := failFirstPerPrompt(1)
+	s.GenerateF = func(ctx context.Context, req *inferencev1.GenerateRequest) (*inferencev1.GenerateResponse, error) {
+		var i int
+		fmt.Sscanf(req.GetPrompt(), "prompt-%d", &i)
+		if i%2 == 0 {
+			return first(ctx, req) // the half that was on the lost replica
+		}
+		return reply(req), nil
+	}
 	p := fastPolicy()
-	p.Budget = nil // the default: NewRatioBudget(DefaultBudgetRatio, DefaultBudgetMinPerSecond)
-	p.OnRetry = func(retry.RetryEvent) { hooks.Add(1) }
+	p.Budget = nil // the default
 	c := dial(t, s, p)
 	ctx := callCtx(t, 30*time.Second)
-	var ok, stopped atomic.Int64
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
-			prompt := fmt.Sprintf("prompt-%03d", i)
-			_, err := c.Generate(ctx, &inferencev1.GenerateRequest{Prompt: prompt})
-			if err == nil {
-				ok.Add(1)
-				return
+			if _, err := c.Generate(ctx, &inferencev1.GenerateRequest{Prompt: fmt.Sprintf("prompt-%03d", i)}); err != nil {
+				t.Errorf("call %d: %v", i, err)
 			}
-			var e *retry.Error
-			if !errors.As(err, &e) || e.Reason != retry.StopBudget || e.Attempts != 1 || status.Code(err) != codes.Unavailable {
-				t.Errorf("Generate(%q): %v, want OK or Unavailable stopped by the budget after 1 attempt", prompt, err)
-				return
-			}
-			stopped.Add(1)
 		})
 	}
 	wg.Wait()
-	retries := hooks.Load()
-	if ok.Load() != retries || ok.Load()+stopped.Load() != n {
-		t.Fatalf("%d calls OK, %d stopped by the budget, %d OnRetry events; want OK = events and OK + stopped = %d",
-			ok.Load(), stopped.Load(), retries, n)
+	wantCalls(t, s, methodGenerate, n+n/2)
+}
+
+// TestDefaultBudgetStopsRetriesThatFail is the start of an outage: 300
+// concurrent calls through one default client, every attempt failing. The
+// calls in flight each get one retry (the budget cannot tell an outage from
+// a burst until retries fail), but once failed retries have spent the
+// credit (3 retries) no call gets a third attempt: whatever the timing, at
+// most 2 third attempts and 1 fourth.
+func TestDefaultBudgetStopsRetriesThatFail(t *testing.T) {
+	const n = 300
+	s := &stubServer{}
+	s.GenerateF = func(context.Context, *inferencev1.GenerateRequest) (*inferencev1.GenerateResponse, error) {
+		return nil, status.Error(codes.Unavailable, "down")
 	}
-	if retries == 0 || retries > n/2 {
-		t.Fatalf("%d of %d calls retried, want some but far from all (budget: 10%% of successes, 5 at start, plus 1 per 2s)", retries, n)
+	p := fastPolicy()
+	p.Budget = nil
+	c := dial(t, s, p)
+	ctx := callCtx(t, 30*time.Second)
+	var budgetStops atomic.Int64
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			_, err := c.Generate(ctx, &inferencev1.GenerateRequest{Prompt: fmt.Sprint(i)})
+			var e *retry.Error
+			if !errors.As(err, &e) || status.Code(err) != codes.Unavailable || e.Reason != retry.StopBudget && e.Reason != retry.StopMaxAttempts {
+				t.Errorf("call %d: %v, want Unavailable stopped by the budget or the attempts", i, err)
+			}
+			if e != nil && e.Reason == retry.StopBudget {
+				budgetStops.Add(1)
+			}
+		})
 	}
-	wantCalls(t, s, methodGenerate, n+int(retries))
+	wg.Wait()
+	if got := s.calls(methodGenerate); got < n+1 || got > 2*n+3 {
+		t.Fatalf("server saw %d attempts, want between %d and %d", got, n+1, 2*n+3)
+	}
+	if budgetStops.Load() < n-1 {
+		t.Fatalf("%d calls stopped by the budget, want at least %d", budgetStops.Load(), n-1)
+	}
 }

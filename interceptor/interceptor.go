@@ -1,7 +1,9 @@
 // Package interceptor holds the gRPC mechanics of retrying: the attempt
 // loop, per-attempt contexts and timeouts, capture of failed attempts'
-// trailers, the attempt-count header, and, for streams, replay of buffered
-// client messages until the stream commits.
+// headers and trailers, the attempt-count header, waiting for a ready
+// connection before a retry, per-call options that must run once per call
+// (grpc.OnFinish), and, for streams, replay of buffered client messages
+// until the stream commits.
 //
 // It makes no decisions. Whether a failure is retried, after how long, and
 // what error the caller finally sees are asked of a Decider, which package
@@ -34,10 +36,17 @@ type Call struct {
 	// AttemptTimeout, if positive, bounds each attempt (for streams: each
 	// attempt until it commits). Set by Begin.
 	AttemptTimeout time.Duration
-	// MaxReplayBytes bounds, for streams, the serialized size of the client
-	// messages kept for replay. Set by Begin; 0 means nothing is buffered,
-	// so a stream is not retried once it has sent a message.
+	// MaxReplayBytes bounds, for streams, the client messages kept for
+	// replay, counted as gRPC counts its retry buffer: serialized size plus
+	// the 5-byte message prefix. Set by Begin; 0 means nothing is buffered,
+	// so a stream is not retried once it has sent a message. A
+	// grpc.MaxRetryRPCBufferSize call option overrides it.
 	MaxReplayBytes int
+	// ConnectWait, if positive, is the longest a retry waits for the
+	// channel to have a ready connection before it is sent (it also ends
+	// with the caller's context and the attempt timeout). 0 sends retries
+	// at once, whatever the channel's state. Set by Begin.
+	ConnectWait time.Duration
 	// HeaderKey and HeaderValue, if HeaderKey is set, are added to the
 	// outgoing metadata of every attempt (an idempotency key, say).
 	HeaderKey, HeaderValue string
@@ -47,6 +56,28 @@ type Call struct {
 	// State belongs to the Decider: per-call state it needs across
 	// attempts. It starts nil on every call.
 	State any
+}
+
+// Outcome is how a failed attempt ended, as the interceptor saw it.
+type Outcome struct {
+	// Err is the attempt's error, a gRPC status error (never nil, never
+	// io.EOF).
+	Err error
+	// Trailer is the attempt's trailer metadata (nil if none arrived).
+	Trailer metadata.MD
+	// Committed reports that the call can no longer be retried (gRFC A6):
+	// response headers or a response message had arrived before the
+	// failure, the caller read the stream's Header, Trailer or Context, or
+	// the stream's messages outgrew the replay buffer.
+	Committed bool
+	// Local reports that the client produced the error itself (a message
+	// over a size limit, say) and another attempt would fail the same way.
+	Local bool
+	// Unstarted reports that the next attempt could not start: the caller's
+	// context ended while the interceptor waited for a ready connection. Err
+	// is then the previous attempt's error, and Call.Attempts does not count
+	// the attempt that did not start.
+	Unstarted bool
 }
 
 // Decider decides, for the interceptors of this package, whether and when a
@@ -59,20 +90,17 @@ type Decider interface {
 	// and returns its result untouched. A non-nil error (an invalid
 	// per-call option, say) is returned to the caller without any attempt.
 	Begin(ctx context.Context, method string, opts []grpc.CallOption, c *Call) (bool, error)
-	// Failed is called after attempt c.Attempts failed with err; trailer
-	// is that attempt's trailer metadata (nil if none arrived). It returns
-	// either the delay before the next attempt and a nil error, or the
-	// error to return to the caller.
-	Failed(ctx context.Context, c *Call, err error, trailer metadata.MD) (time.Duration, error)
-	// Wait blocks for delay, or until ctx ends, in which case it returns
-	// the error to give the caller.
+	// Failed is called after attempt c.Attempts failed as o says. It
+	// returns either the delay before the next attempt and a nil error, or
+	// the error to return to the caller, which must keep o.Err's status. If
+	// o.Committed, o.Local or o.Unstarted is set, it must return an error.
+	Failed(ctx context.Context, c *Call, o Outcome) (time.Duration, error)
+	// Wait blocks for delay before the next attempt. If it cannot wait the
+	// whole delay (ctx ends, or the caller's deadline leaves no room for the
+	// attempt once it wakes) it returns the error to give the caller.
 	Wait(ctx context.Context, c *Call, delay time.Duration) error
 	// Succeeded is called once when the call ends with status OK.
-	Succeeded(c *Call)
-	// Committed is called when a stream fails with err after it committed,
-	// so it cannot be retried. It returns the error to give the caller,
-	// which must keep err's status.
-	Committed(ctx context.Context, c *Call, err error) error
+	Succeeded(ctx context.Context, c *Call)
 }
 
 // attemptContext returns the context for attempt number c.Attempts: the

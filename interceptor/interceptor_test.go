@@ -37,12 +37,16 @@ func (d *scriptedDecider) Begin(ctx context.Context, method string, opts []grpc.
 	return true, nil
 }
 
-func (d *scriptedDecider) Failed(ctx context.Context, c *Call, err error, trailer metadata.MD) (time.Duration, error) {
+func (d *scriptedDecider) Failed(ctx context.Context, c *Call, o Outcome) (time.Duration, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.failures = append(d.failures, err)
+	if o.Committed || o.Local || o.Unstarted {
+		d.committed = append(d.committed, o.Err)
+		return 0, o.Err
+	}
+	d.failures = append(d.failures, o.Err)
 	if c.Attempts >= c.MaxAttempts {
-		return 0, err
+		return 0, o.Err
 	}
 	return 0, nil
 }
@@ -51,17 +55,10 @@ func (d *scriptedDecider) Wait(ctx context.Context, c *Call, delay time.Duration
 	return ctx.Err()
 }
 
-func (d *scriptedDecider) Succeeded(c *Call) {
+func (d *scriptedDecider) Succeeded(ctx context.Context, c *Call) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.succeeded++
-}
-
-func (d *scriptedDecider) Committed(ctx context.Context, c *Call, err error) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.committed = append(d.committed, err)
-	return err
 }
 
 // chatServer runs fn for each Chat attempt, numbered from 1.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,36 +14,44 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/emptypb"
 )
 
 // Stream returns a stream client interceptor that retries streams as d
-// decides, following the commit rules of gRFC A6.
+// decides, following the commit rules of gRFC A6 as grpc-go applies them.
 //
 // Until a stream commits, every message the caller sends (and its
 // CloseSend) is kept, and a failed attempt is replaced by a new one on which
 // they are replayed in order, so the caller sees one unbroken stream. The
 // stream commits, and is never retried again, when the first of these
-// happens: a response message arrives; a failed attempt turns out to have
-// received response headers (a trailers-only failure does not count); the
-// caller calls Header or Trailer; or the kept messages would exceed
-// Call.MaxReplayBytes (in serialized bytes). At commit the kept messages are
-// released. After commit, errors go to the caller (through
-// Decider.Committed) and nothing is re-sent.
+// happens: a response message arrives; response headers arrive (a
+// trailers-only failure does not count); the caller calls Trailer or
+// Context; or the kept messages would exceed Call.MaxReplayBytes (counted as
+// grpc-go counts its retry buffer: serialized size plus the 5-byte message
+// prefix). Header waits for the headers: if the attempt fails without any,
+// Header retries (as grpc-go's does) and returns the headers of the attempt
+// that sends them. At commit the kept messages are released. After commit,
+// errors go to the caller (through Decider.Failed with Outcome.Committed) and
+// nothing is re-sent.
+//
+// Replay onto a new attempt runs on its own goroutine while the caller keeps
+// receiving, so a server that answers each message as it reads it is never
+// blocked by a client that is still replaying; the caller's later sends wait
+// for the replay to finish, which keeps them in order.
 //
 // Call.AttemptTimeout bounds each attempt until its response headers arrive
 // (or it commits otherwise); a committed stream is bounded only by the
 // caller's context. With a timeout, each attempt has a goroutine waiting for
 // its headers, which ends with the attempt.
 //
-// Context, as in grpc-go, commits the stream: the context it returns belongs
-// to one attempt.
-//
-// Abandoned attempts are cancelled. As with any gRPC stream, the caller must
-// read until RecvMsg returns an error, or cancel the context, to release the
-// stream.
+// A send that the client itself refuses (a message over the send size
+// limit) ends the call: SendMsg returns the error at once and RecvMsg
+// returns it too. grpc.OnFinish runs once, when the call ends (or its
+// context does). As with any gRPC stream, the caller must read until RecvMsg
+// returns an error, or cancel the context, to release the stream.
 func Stream(d Decider) grpc.StreamClientInterceptor {
 	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-		s := &retryStream{d: d, ctx: ctx, desc: desc, cc: cc, method: method, streamer: streamer, opts: opts}
+		s := &retryStream{d: d, ctx: ctx, desc: desc, cc: cc, method: method, streamer: streamer}
 		retry, err := d.Begin(ctx, method, opts, &s.call)
 		if err != nil {
 			return nil, err
@@ -50,15 +59,17 @@ func Stream(d Decider) grpc.StreamClientInterceptor {
 		if !retry {
 			return streamer(ctx, desc, cc, method, opts...)
 		}
+		s.opts.attempt = s.optsBuf[:0]
+		s.opts.sort(opts, nil, nil)
+		s.opts.applyTo(&s.call)
+		// Every attempt tells the stream when it ends, so that the call's
+		// end is seen even when nobody is receiving (see attemptFinished).
+		s.opts.attempt = append(s.opts.attempt, grpc.OnFinish(s.attemptFinished))
 		s.callCtx = callContext(ctx, &s.call)
 		s.sendMu.Lock()
-		defer s.sendMu.Unlock()
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if err := s.newAttemptLocked(); err != nil {
-			if err := s.retryLocked(err, nil); err != nil {
-				return nil, err
-			}
+		if err := s.reopen(); err != nil {
+			s.finish(err)
+			return nil, err
 		}
 		return s, nil
 	}
@@ -67,12 +78,14 @@ func Stream(d Decider) grpc.StreamClientInterceptor {
 // retryStream is the grpc.ClientStream the caller holds: one logical stream
 // over a succession of attempts.
 //
-// Two locks: sendMu serialises everything sent on an attempt (the caller's
-// SendMsg and CloseSend, and replays onto a new attempt), and is held while
-// a send blocks in flow control; mu guards the state and is never held
-// while blocking on the network, except by the retry path, which holds both
-// (always sendMu first) while it waits and replays. So a receiver can take
-// a message, and commit, while a sender is blocked.
+// Three locks, always taken in this order:
+//   - recvMu serialises receiving from the current attempt and deciding
+//     what follows its end (RecvMsg, and Header when nobody is receiving),
+//     so the Decider is asked about one call by one goroutine at a time;
+//   - sendMu serialises everything sent on an attempt: the caller's SendMsg
+//     and CloseSend, and the replay onto a new attempt (whose goroutine
+//     holds it until the replay is done);
+//   - mu guards the fields below it and is never held while blocking.
 type retryStream struct {
 	d        Decider
 	ctx      context.Context // the caller's
@@ -81,23 +94,29 @@ type retryStream struct {
 	cc       *grpc.ClientConn
 	method   string
 	streamer grpc.Streamer
-	opts     []grpc.CallOption
+	opts     callOptions
+	optsBuf  [6]grpc.CallOption
+	call     Call  // the Decider's, under recvMu once the stream is returned
+	last     error // the last attempt's error, under recvMu
 
-	// committed is set, under mu, once the stream has committed; from then
-	// on cur never changes, and SendMsg and RecvMsg use it without locks.
-	committed atomic.Bool
-
+	recvMu sync.Mutex
 	sendMu sync.Mutex
 
+	// committed is set, under mu, once the stream has committed; from then
+	// on cur never changes.
+	committed atomic.Bool
+	finished  atomic.Bool // the caller's OnFinish callbacks have run
+
 	mu          sync.Mutex
-	call        Call
 	cur         *attempt
 	first       attempt
 	replay      []any  // messages sent before commit, for replay
 	replay1     [1]any // backing for replay's first message
 	replayBytes int
 	closeSent   bool
-	done        bool // the call's outcome has been reported to d
+	responded   bool  // a response message arrived
+	done        bool  // the call's outcome is known
+	final       error // the outcome once done: io.EOF for success
 }
 
 // Per-attempt timeout states: the timer and the headers race to move an
@@ -115,12 +134,14 @@ type attempt struct {
 	timer  *time.Timer        // the per-attempt timeout
 	state  atomic.Int32       // timing, answered or timedOut
 	broken bool               // a send failed: the attempt is over, RecvMsg will say why (guarded by mu)
+	local  bool               // a send failed with an error of the client's own (guarded by mu)
 }
 
-// newAttemptLocked opens a new attempt and replays the kept messages on it.
-// An error means the attempt could not be opened; a failed replay leaves the
-// attempt broken, for RecvMsg to find out why. Callers hold sendMu and mu.
-func (s *retryStream) newAttemptLocked() error {
+// open starts attempt number s.call.Attempts+1 and the replay of the kept
+// messages onto it. The caller holds sendMu: on success the replay (or open
+// itself, if there is nothing to replay) releases it; on failure the caller
+// still holds it.
+func (s *retryStream) open() error {
 	s.call.Attempts++
 	a := &s.first // the first attempt needs no allocation of its own
 	if s.call.Attempts > 1 {
@@ -138,28 +159,68 @@ func (s *retryStream) newAttemptLocked() error {
 			}
 		})
 	}
-	cs, err := s.streamer(ctx, s.desc, s.cc, s.method, s.opts...)
+	if s.call.Attempts > 1 && s.call.ConnectWait > 0 && !waitReady(ctx, s.cc, s.call.ConnectWait) && s.ctx.Err() != nil {
+		a.stop()
+		s.call.Attempts--
+		return errUnstarted
+	}
+	cs, err := s.streamer(ctx, s.desc, s.cc, s.method, s.opts.attempt...)
 	if err != nil {
 		a.stop()
 		return a.convert(err, timeout)
 	}
 	a.cs = cs
-	s.cur = a
 	if timeout > 0 {
 		go a.watchHeaders()
 	}
-	for _, m := range s.replay {
-		if a.cs.SendMsg(m) != nil {
-			a.broken = true
-			return nil
-		}
+	s.mu.Lock()
+	old := s.cur
+	s.cur = a
+	var msgs []any
+	if len(s.replay) > 0 {
+		msgs = slices.Clone(s.replay) // commit may clear s.replay while the replay runs
 	}
-	if s.closeSent {
-		if a.cs.CloseSend() != nil {
-			a.broken = true
-		}
+	closeSent := s.closeSent
+	s.mu.Unlock()
+	if old != nil {
+		old.stop()
 	}
+	if len(msgs) == 0 && !closeSent {
+		s.sendMu.Unlock()
+		return nil
+	}
+	go s.replayOnto(a, msgs, closeSent)
 	return nil
+}
+
+// errUnstarted is open's report that the caller's context ended while a
+// retry waited for a connection.
+var errUnstarted = status.Error(codes.Canceled, "retry: the call's context ended before the next attempt could start")
+
+// replayOnto sends the kept messages (and CloseSend) to a new attempt, then
+// releases sendMu, which open handed over to it.
+func (s *retryStream) replayOnto(a *attempt, msgs []any, closeSend bool) {
+	defer s.sendMu.Unlock()
+	for _, m := range msgs {
+		if err := a.cs.SendMsg(m); err != nil {
+			s.sendFailed(a, err)
+			return
+		}
+	}
+	if closeSend {
+		a.cs.CloseSend()
+	}
+}
+
+// sendFailed records that a send on a failed: the attempt is over, and
+// RecvMsg will learn its status.
+func (s *retryStream) sendFailed(a *attempt, err error) {
+	s.mu.Lock()
+	a.broken = true
+	if err != io.EOF {
+		a.local = true
+	}
+	s.mu.Unlock()
 }
 
 // watchHeaders ends the attempt's timeout when its response headers arrive.
@@ -197,7 +258,8 @@ func (a *attempt) convert(err error, timeout time.Duration) error {
 	return err
 }
 
-// commitLocked commits the stream to its current attempt.
+// commitLocked commits the stream to its current attempt and releases the
+// kept messages. The caller holds mu.
 func (s *retryStream) commitLocked() {
 	if s.committed.Load() {
 		return
@@ -205,230 +267,291 @@ func (s *retryStream) commitLocked() {
 	if s.cur != nil {
 		s.cur.answer()
 	}
-	clear(s.replay)
-	s.replay = nil
+	s.releaseLocked()
 	s.committed.Store(true)
 }
 
-// retryLocked handles the failure err of the current attempt (nil trailer if
-// none): it either replaces the attempt (after the decided wait) and returns
-// nil, or returns the error for the caller. Callers hold sendMu and mu, so
-// sends wait for the new attempt.
-func (s *retryStream) retryLocked(err error, trailer metadata.MD) error {
-	for {
-		delay, final := s.d.Failed(s.ctx, &s.call, err, trailer)
-		if final != nil {
-			s.finishLocked()
-			return final
-		}
-		if werr := s.d.Wait(s.ctx, &s.call, delay); werr != nil {
-			s.finishLocked()
-			return werr
-		}
-		if s.cur != nil {
-			s.cur.stop() // abandon the failed attempt
-		}
-		if err = s.newAttemptLocked(); err == nil {
-			return nil
-		}
-		trailer = nil
-	}
-}
-
-// finishLocked releases the current attempt once the call is over.
-func (s *retryStream) finishLocked() {
-	s.done = true
-	if s.cur != nil {
-		s.cur.stop()
-	}
+// releaseLocked drops the kept messages. The caller holds mu.
+func (s *retryStream) releaseLocked() {
 	clear(s.replay)
+	s.replay1[0] = nil
 	s.replay = nil
 }
 
-func (s *retryStream) SendMsg(m any) error {
-	if s.committed.Load() {
-		return s.cur.cs.SendMsg(m)
+// decide asks d what follows the failure o of the current attempt (or of
+// the attempt that could not be opened), waits if a retry is decided, and
+// reports the call's final error otherwise. The caller holds recvMu (or is
+// the constructor).
+func (s *retryStream) decide(o Outcome) error {
+	if o.Err == errUnstarted {
+		o = Outcome{Err: s.last, Unstarted: true}
+	} else {
+		s.last = o.Err
 	}
+	delay, final := s.d.Failed(s.ctx, &s.call, o)
+	if final == nil {
+		final = s.d.Wait(s.ctx, &s.call, delay)
+	}
+	if final != nil {
+		s.end(final)
+		return final
+	}
+	return nil
+}
+
+// reopen opens attempts until one opens or d ends the call. The caller
+// holds recvMu (or is the constructor) and sendMu; reopen releases sendMu,
+// or hands it to the replay.
+func (s *retryStream) reopen() error {
+	for {
+		err := s.open()
+		if err == nil {
+			return nil
+		}
+		if err := s.decide(Outcome{Err: err}); err != nil {
+			s.sendMu.Unlock()
+			return err
+		}
+	}
+}
+
+// end records the call's outcome (io.EOF for success), releases the current
+// attempt and the kept messages, and runs the caller's OnFinish callbacks.
+func (s *retryStream) end(outcome error) {
+	s.mu.Lock()
+	if s.done {
+		s.mu.Unlock()
+		return
+	}
+	s.done = true
+	s.final = outcome
+	if s.cur != nil {
+		s.cur.stop()
+	}
+	s.releaseLocked()
+	s.mu.Unlock()
+	if outcome == io.EOF {
+		s.d.Succeeded(s.ctx, &s.call)
+		outcome = nil
+	}
+	s.finish(outcome)
+}
+
+// finish runs the caller's OnFinish callbacks, once.
+func (s *retryStream) finish(err error) {
+	if s.finished.CompareAndSwap(false, true) {
+		s.opts.finish(err)
+	}
+}
+
+// attemptFinished is every attempt's grpc.OnFinish. gRPC runs it when the
+// attempt ends, also when the caller's context ends while nobody receives.
+// Then the call is over: the kept messages are released and the caller's
+// OnFinish callbacks run with the attempt's error, as gRPC would run them. An
+// error of the client's own also ends the call. Other ends are decided by
+// the receiving side.
+func (s *retryStream) attemptFinished(err error) {
+	if s.ctx.Err() == nil && (err == nil || !localError(err)) {
+		return
+	}
+	s.mu.Lock()
+	s.releaseLocked()
+	s.mu.Unlock()
+	s.finish(err)
+}
+
+func (s *retryStream) SendMsg(m any) error {
 	s.sendMu.Lock()
 	defer s.sendMu.Unlock()
 	s.mu.Lock()
 	a := s.cur
-	switch {
-	case s.committed.Load():
-	case s.done || s.closeSent:
-		// The call already ended, or the caller misuses the stream: let
-		// gRPC say so.
-	default:
+	if s.done {
+		s.mu.Unlock()
+		return io.EOF // the call is over: RecvMsg gives its status
+	}
+	kept := false
+	if !s.committed.Load() && !s.closeSent {
 		size := messageSize(m)
 		if size < 0 || s.replayBytes+size > s.call.MaxReplayBytes {
 			s.commitLocked()
-			break
+		} else {
+			if s.replay == nil {
+				s.replay = s.replay1[:0]
+			}
+			s.replay = append(s.replay, m)
+			s.replayBytes += size
+			kept = true
 		}
-		if s.replay == nil {
-			s.replay = s.replay1[:0]
-		}
-		s.replay = append(s.replay, m)
-		s.replayBytes += size
-		if a.broken {
-			s.mu.Unlock()
-			return nil // kept for replay; RecvMsg will find out why the attempt ended
-		}
-		s.mu.Unlock()
-		if err := a.cs.SendMsg(m); err != nil {
-			// The attempt is over (io.EOF); its status comes from RecvMsg,
-			// which retries and replays this message if it may.
-			s.mu.Lock()
-			a.broken = true
-			s.mu.Unlock()
-		}
-		return nil
 	}
 	broken := a.broken
 	s.mu.Unlock()
 	if broken {
+		if kept {
+			return nil // RecvMsg will find out why the attempt ended, and replay this message if it retries
+		}
 		return io.EOF
 	}
-	return a.cs.SendMsg(m)
+	err := a.cs.SendMsg(m)
+	if err == nil {
+		return nil
+	}
+	s.sendFailed(a, err)
+	if err != io.EOF {
+		return err // the client's own error: the call is over
+	}
+	if kept {
+		return nil
+	}
+	return io.EOF
 }
 
-// messageSize returns the serialized size of m, or -1 if it cannot be
-// known (not a protobuf message), in which case the stream commits rather
-// than keep an unbounded buffer.
+// messageSize returns what m counts against the replay buffer, as grpc-go
+// counts it: its serialized size plus the 5-byte message prefix; or -1 if it
+// cannot be known (not a protobuf message), in which case the stream
+// commits rather than keep an unbounded buffer.
 func messageSize(m any) int {
 	if pm, ok := m.(proto.Message); ok {
-		return proto.Size(pm)
+		return proto.Size(pm) + 5
 	}
 	return -1
 }
 
 func (s *retryStream) CloseSend() error {
-	if s.committed.Load() {
-		return s.cur.cs.CloseSend()
-	}
 	s.sendMu.Lock()
 	defer s.sendMu.Unlock()
 	s.mu.Lock()
 	a := s.cur
-	if s.committed.Load() || s.done {
+	if s.done {
 		s.mu.Unlock()
-		return a.cs.CloseSend()
+		return nil
 	}
 	s.closeSent = true
 	broken := a.broken
 	s.mu.Unlock()
-	if !broken && a.cs.CloseSend() != nil {
-		s.mu.Lock()
-		a.broken = true
-		s.mu.Unlock()
+	if !broken {
+		a.cs.CloseSend()
 	}
 	return nil
 }
 
 func (s *retryStream) RecvMsg(m any) error {
+	s.recvMu.Lock()
+	defer s.recvMu.Unlock()
 	for {
-		if s.committed.Load() {
-			err := s.cur.cs.RecvMsg(m)
-			if err != nil {
-				s.mu.Lock()
-				err = s.endCommittedLocked(s.cur.convert(err, s.call.AttemptTimeout))
-				s.mu.Unlock()
-			}
-			return err
-		}
 		s.mu.Lock()
 		if s.done {
+			final := s.final
 			s.mu.Unlock()
-			return io.EOF
+			return final
 		}
-		// Only the receiving goroutine replaces attempts, so a stays
-		// current until this goroutine replaces it.
 		a := s.cur
 		s.mu.Unlock()
 		err := a.cs.RecvMsg(m)
 		if err == nil {
 			s.mu.Lock()
+			s.responded = true
 			s.commitLocked()
-			if !s.desc.ServerStreams {
-				// The one response of a unary-response stream arrived with
-				// status OK.
-				s.succeedLocked()
-			}
 			s.mu.Unlock()
+			if !s.desc.ServerStreams {
+				// The one response of a unary-response stream arrived, and
+				// gRPC has read its OK status.
+				s.end(io.EOF)
+			}
 			return nil
 		}
-		s.sendMu.Lock()
-		s.mu.Lock()
-		err, again := s.attemptEndedLocked(a, err)
-		s.mu.Unlock()
-		s.sendMu.Unlock()
-		if !again {
+		if err = s.attemptEnded(a, err); err != nil {
 			return err
 		}
 	}
 }
 
-// attemptEndedLocked handles the end (err) of attempt a: success, a failure
-// after commit, or a failure to retry. again reports that a new attempt is
-// in place and the caller should receive from it.
-func (s *retryStream) attemptEndedLocked(a *attempt, err error) (_ error, again bool) {
-	switch {
-	case err == io.EOF:
-		s.succeedLocked()
-		return io.EOF, false
-	case s.committed.Load():
-		// Header, Trailer, Context or an overflowing send committed the
-		// stream meanwhile.
-		return s.endCommittedLocked(a.convert(err, s.call.AttemptTimeout)), false
-	}
-	if hdr, _ := a.cs.Header(); hdr != nil {
-		// Response headers had arrived: the stream was committed.
-		s.commitLocked()
-		return s.endCommittedLocked(a.convert(err, s.call.AttemptTimeout)), false
+// attemptEnded handles the end (err) of attempt a, as seen by RecvMsg or
+// Header: success, a failure after commit, or a failure to retry. It returns
+// nil when a new attempt is in place, and otherwise the call's final error
+// (io.EOF for success). The caller holds recvMu.
+func (s *retryStream) attemptEnded(a *attempt, err error) error {
+	s.mu.Lock()
+	responded, committed, local := s.responded, s.committed.Load(), a.local
+	s.mu.Unlock()
+	if err == io.EOF {
+		if s.desc.ServerStreams || responded {
+			s.end(io.EOF)
+			return io.EOF
+		}
+		// A unary-response stream must end with its response: one that
+		// ends without it (grpc-go can report a connection cut this way)
+		// failed.
+		err = status.Error(codes.Unavailable, "retry: stream ended without its response message")
 	}
 	err = a.convert(err, s.call.AttemptTimeout)
-	if rerr := s.retryLocked(err, a.cs.Trailer()); rerr != nil {
-		return rerr, false
+	if !committed {
+		if hdr, _ := a.cs.Header(); hdr != nil {
+			committed = true // response headers had arrived (gRFC A6)
+		}
 	}
-	return nil, true
-}
-
-func (s *retryStream) succeedLocked() {
-	if !s.done {
-		s.finishLocked()
-		s.d.Succeeded(&s.call)
-	}
-}
-
-// endCommittedLocked reports the end of a committed stream.
-func (s *retryStream) endCommittedLocked(err error) error {
-	if s.done {
+	o := Outcome{Err: err, Trailer: a.cs.Trailer(), Committed: committed, Local: local || localError(err)}
+	if err := s.decide(o); err != nil {
 		return err
 	}
-	if err == io.EOF {
-		s.succeedLocked()
-		return err
+	s.sendMu.Lock()
+	return s.reopen()
+}
+
+// Header returns the response headers, waiting for them. Headers that
+// arrive commit the stream. If an attempt ends without headers (a
+// trailers-only failure), Header handles its end as RecvMsg would: it
+// retries and waits for the next attempt's headers, or, when the call is
+// over, returns nil headers and no error (RecvMsg then returns the call's
+// error), as grpc-go's streams do.
+func (s *retryStream) Header() (metadata.MD, error) {
+	for {
+		s.mu.Lock()
+		done, a := s.done, s.cur
+		s.mu.Unlock()
+		if done {
+			return nil, nil
+		}
+		if s.committed.Load() {
+			return a.cs.Header()
+		}
+		md, err := a.cs.Header()
+		if md != nil {
+			s.mu.Lock()
+			if s.cur == a {
+				s.commitLocked()
+			}
+			s.mu.Unlock()
+			return md, err
+		}
+		// The attempt ended without headers. Unless the receiving side has
+		// handled that already (or is about to), find out how it ended.
+		s.recvMu.Lock()
+		s.mu.Lock()
+		mine := s.cur == a && !s.done && !s.committed.Load()
+		s.mu.Unlock()
+		if mine {
+			// The attempt is over and sent no headers, hence no message:
+			// RecvMsg returns its status at once.
+			if rerr := a.cs.RecvMsg(new(emptypb.Empty)); rerr != nil {
+				s.attemptEnded(a, rerr)
+			}
+		}
+		s.recvMu.Unlock()
 	}
-	s.finishLocked()
-	return s.d.Committed(s.ctx, &s.call, err)
 }
 
 // committedAttempt commits the stream and returns its attempt.
 func (s *retryStream) committedAttempt() *attempt {
-	if !s.committed.Load() {
-		s.mu.Lock()
-		s.commitLocked()
-		s.mu.Unlock()
-	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.commitLocked()
 	return s.cur
 }
 
-// Header commits the stream and returns the current attempt's response
-// headers (waiting for them).
-func (s *retryStream) Header() (metadata.MD, error) { return s.committedAttempt().cs.Header() }
-
-// Trailer commits the stream and returns the current attempt's trailers.
+// Trailer commits the stream, as grpc-go's streams do, and returns the
+// current attempt's trailers.
 func (s *retryStream) Trailer() metadata.MD { return s.committedAttempt().cs.Trailer() }
 
-// Context commits the stream, as grpc-go's own streams do, and returns the
+// Context commits the stream, as grpc-go's streams do, and returns the
 // current attempt's stream context.
 func (s *retryStream) Context() context.Context { return s.committedAttempt().cs.Context() }

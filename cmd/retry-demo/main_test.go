@@ -49,7 +49,7 @@ func TestRun(t *testing.T) {
 		`overloaded\s+Unavailable\s+\d+ms\s+Unavailable\s+1\s+server pushback: do not retry\s`,
 		`send-email\s+Unavailable\s+\d+ms\s+Unavailable\s+1\s+not in Policy.Methods\s`,
 		`token-stream\s+Unavailable\s+\d+ms\s+OK\s+2\s+-\s`,
-		`mid-stream\s+Unavailable\s+\d+ms\s+Unavailable\s+1\s+stream committed\s`,
+		`mid-stream\s+Unavailable\s+\d+ms\s+Unavailable\s+1\s+committed\s`,
 	} {
 		if !regexp.MustCompile(`(?m)^  ` + want).MatchString(summary) {
 			t.Errorf("summary has no line matching %q:\n%s", want, summary)

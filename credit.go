@@ -1,0 +1,200 @@
+package retry
+
+import (
+	"fmt"
+	"math"
+	"sync/atomic"
+	"time"
+)
+
+// CreditBudgetConfig sets up a CreditBudget. Zero fields take the defaults
+// of the package's default budget (see DefaultCreditBudget).
+type CreditBudgetConfig struct {
+	// Ratio is the credit, in retries, that each successful call earns
+	// (default 0.1: one failed retry paid per ten successes). Must be in
+	// [0, 1]; set NoDeposits to make it 0.
+	Ratio float64
+	// PerSecond is the credit, in retries per second, that the budget earns
+	// with or without traffic, so that a quiet client can retry a blip
+	// (default 0.05: one failed retry paid per 20 s). Must be finite and
+	// at least 0; set NoFloor to make it 0.
+	PerSecond float64
+	// Max is the most credit the budget holds, in retries (default 3). It
+	// starts full. Must be finite and at least 1.
+	Max float64
+	// MaxDebt is how far below zero the balance may fall (default 20
+	// retries): failed retries beyond it are forgiven, so that recovering
+	// from a burst never takes longer than earning MaxDebt back. Must be
+	// finite and at least 0.
+	MaxDebt float64
+	// NoDeposits and NoFloor turn Ratio and PerSecond off.
+	NoDeposits, NoFloor bool
+}
+
+// CreditBudget is the default Budget. A retry is sent on credit and paid for
+// only if it fails: a retry that succeeds costs nothing.
+//
+//   - A retry (or hedge) is allowed while the balance is above zero.
+//   - Each retry that fails (with a retryable class) takes one retry from
+//     the balance, which may go below zero, down to -MaxDebt.
+//   - Each successful call earns Ratio of a retry, and the budget earns
+//     PerSecond retries per second on its own, up to Max.
+//
+// So a transient partial failure (a replica lost with calls in flight, a
+// restart, a blip) is retried in full however many calls it hits, because
+// retries that succeed cost nothing; while a sustained outage, where every
+// retry fails, drains the balance and holds retries to what deposits and
+// the floor pay for: about Ratio of the successful calls plus PerSecond per
+// second. The price is at an outage's onset: until the first retries have
+// failed, the budget cannot tell the outage from a burst, so the calls in
+// flight at that moment may each get one retry.
+//
+// It is lock-free: a call that succeeds while the balance is full makes one
+// atomic load and writes nothing.
+type CreditBudget struct {
+	cfg CreditBudgetConfig
+	err error
+
+	ratio      int64 // milli-retries per success
+	maxBalance int64 // milli-retries
+	minBalance int64 // milli-retries, ≤ 0
+	nsPerMilli int64 // the floor earns one milli-retry every nsPerMilli ns; 0: no floor
+	fillSpan   int64 // ns of floor credit that fill the balance from its lowest
+
+	balance atomic.Int64 // milli-retries
+	earned  atomic.Int64 // unix ns up to which the floor has been paid in; 0: not yet
+}
+
+// Defaults of the default CreditBudget.
+const (
+	DefaultCreditRatio     = 0.1
+	DefaultCreditPerSecond = 0.05
+	DefaultCreditMax       = 3
+	DefaultCreditMaxDebt   = 20
+)
+
+// DefaultCreditBudget returns a new budget with the defaults, the budget a
+// Policy with a nil Budget gets: NewCreditBudget(CreditBudgetConfig{}).
+func DefaultCreditBudget() *CreditBudget { return NewCreditBudget(CreditBudgetConfig{}) }
+
+// NewCreditBudget returns a CreditBudget set up by cfg, full. Invalid values
+// are reported by Policy.Validate (and make Unary and Stream panic), naming
+// the Budget field and the rule.
+func NewCreditBudget(cfg CreditBudgetConfig) *CreditBudget {
+	if cfg.Ratio == 0 && !cfg.NoDeposits {
+		cfg.Ratio = DefaultCreditRatio
+	}
+	if cfg.PerSecond == 0 && !cfg.NoFloor {
+		cfg.PerSecond = DefaultCreditPerSecond
+	}
+	if cfg.Max == 0 {
+		cfg.Max = DefaultCreditMax
+	}
+	if cfg.MaxDebt == 0 {
+		cfg.MaxDebt = DefaultCreditMaxDebt
+	}
+	if cfg.NoDeposits {
+		cfg.Ratio = 0
+	}
+	if cfg.NoFloor {
+		cfg.PerSecond = 0
+	}
+	b := &CreditBudget{cfg: cfg}
+	switch {
+	case !(cfg.Ratio >= 0 && cfg.Ratio <= 1):
+		b.err = fmt.Errorf("CreditBudgetConfig.Ratio %v: must be in [0, 1]", cfg.Ratio)
+	case !(cfg.PerSecond >= 0) || math.IsInf(cfg.PerSecond, 0):
+		b.err = fmt.Errorf("CreditBudgetConfig.PerSecond %v: must be finite and at least 0", cfg.PerSecond)
+	case !(cfg.Max >= 1) || cfg.Max > 1e9:
+		b.err = fmt.Errorf("CreditBudgetConfig.Max %v: must be in [1, 1e9]", cfg.Max)
+	case !(cfg.MaxDebt >= 0) || cfg.MaxDebt > 1e9:
+		b.err = fmt.Errorf("CreditBudgetConfig.MaxDebt %v: must be in [0, 1e9]", cfg.MaxDebt)
+	}
+	if b.err != nil {
+		return b
+	}
+	b.ratio = int64(math.Round(cfg.Ratio * milli))
+	b.maxBalance = int64(math.Round(cfg.Max * milli))
+	b.minBalance = -int64(math.Round(cfg.MaxDebt * milli))
+	if perMilli := cfg.PerSecond * milli; perMilli > 0 {
+		b.nsPerMilli = max(1, int64(min(float64(time.Second)/perMilli, math.MaxInt64/4)))
+		if span := b.maxBalance - b.minBalance; span > 0 && b.nsPerMilli > math.MaxInt64/span {
+			b.fillSpan = math.MaxInt64
+		} else {
+			b.fillSpan = span * b.nsPerMilli
+		}
+	}
+	b.balance.Store(b.maxBalance)
+	return b
+}
+
+// Config returns the budget's settings, defaults filled in.
+func (b *CreditBudget) Config() CreditBudgetConfig { return b.cfg }
+
+func (b *CreditBudget) validate() error { return b.err }
+
+func (b *CreditBudget) success() {
+	if b.ratio == 0 || b.balance.Load() >= b.maxBalance {
+		return // full: a plain load, no write, on the healthy path
+	}
+	b.add(b.ratio)
+}
+
+func (b *CreditBudget) failed(now time.Time, retry, _ bool) {
+	if !retry {
+		return // first attempts are not charged: only retries are on credit
+	}
+	b.earn(now.UnixNano())
+	b.add(-milli)
+}
+
+func (b *CreditBudget) tryRetry(now time.Time) bool {
+	b.earn(now.UnixNano())
+	return b.balance.Load() > 0
+}
+
+// add moves the balance by d, within [minBalance, maxBalance].
+func (b *CreditBudget) add(d int64) {
+	for {
+		old := b.balance.Load()
+		v := min(max(old+d, b.minBalance), b.maxBalance)
+		if v == old || b.balance.CompareAndSwap(old, v) {
+			return
+		}
+	}
+}
+
+// earn pays in the floor's credit for the time up to now. Only the
+// goroutine that moves the earned mark pays for that span, so no span is
+// paid twice.
+func (b *CreditBudget) earn(now int64) {
+	if b.nsPerMilli == 0 {
+		return
+	}
+	for {
+		mark := b.earned.Load()
+		if mark == 0 || now-mark > b.fillSpan {
+			// First use, or long enough ago to fill any balance: start
+			// counting from now (filling it if it was not the first use).
+			if b.earned.CompareAndSwap(mark, now) {
+				if mark != 0 {
+					b.add(b.maxBalance - b.minBalance)
+				}
+				return
+			}
+			continue
+		}
+		n := (now - mark) / b.nsPerMilli
+		if n <= 0 {
+			return
+		}
+		if b.earned.CompareAndSwap(mark, mark+n*b.nsPerMilli) {
+			b.add(n)
+			return
+		}
+	}
+}
+
+// Balance returns the credit the budget holds, in retries (negative when
+// failed retries have put it in debt). For tests and metrics.
+func (b *CreditBudget) Balance() float64 { return float64(b.balance.Load()) / milli }

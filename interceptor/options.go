@@ -1,0 +1,111 @@
+package interceptor
+
+import (
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+// callOptions sorts a call's grpc.CallOptions into what each attempt gets
+// and what belongs to the logical call as a whole.
+//
+// gRPC applies call options to each attempt it makes, and the retry
+// interceptors make several, so each kind is given its per-call meaning:
+//
+//   - grpc.OnFinish runs once per call, with the call's final error: it is
+//     kept out of the attempts and run by the interceptor when the call ends.
+//   - grpc.Header, grpc.Trailer and grpc.Peer are filled by every attempt,
+//     so they end up describing the attempt the caller got its answer from
+//     (the last one). The interceptor reads the same headers and trailer to
+//     decide; when the caller asks for them, it reads the caller's copies
+//     rather than asking gRPC for a second one.
+//   - grpc.WaitForReady applies to every attempt as the caller set it; set
+//     to false explicitly, it also keeps retries from waiting for a
+//     connection (see Call.ConnectWait).
+//   - grpc.MaxRetryRPCBufferSize sets the stream's replay buffer
+//     (Call.MaxReplayBytes), the meaning it has for grpc-go's own retry.
+//   - Every other option (credentials, compression, codecs, size limits,
+//     content subtype, ...) is a property of each attempt and passes through.
+type callOptions struct {
+	attempt  []grpc.CallOption // for every attempt
+	onFinish []func(error)
+	header   *metadata.MD // where each attempt's response headers land
+	trailer  *metadata.MD // where each attempt's trailer lands
+	failFast bool         // the caller set grpc.WaitForReady(false)
+	replay   int          // grpc.MaxRetryRPCBufferSize, or -1
+}
+
+// sort fills o from the caller's opts. ownHeader and ownTrailer are where
+// headers and trailers land when the caller did not ask for them; nil asks
+// for none.
+func (o *callOptions) sort(opts []grpc.CallOption, ownHeader, ownTrailer *metadata.MD) {
+	o.replay = -1
+	for _, opt := range opts {
+		switch v := opt.(type) {
+		case grpc.OnFinishCallOption:
+			o.onFinish = append(o.onFinish, v.OnFinish)
+			continue
+		case grpc.HeaderCallOption:
+			o.header = v.HeaderAddr
+		case grpc.TrailerCallOption:
+			o.trailer = v.TrailerAddr
+		case grpc.FailFastCallOption:
+			o.failFast = v.FailFast
+		case grpc.MaxRetryRPCBufferSizeCallOption:
+			o.replay = v.MaxRetryRPCBufferSize
+		}
+		o.attempt = append(o.attempt, opt)
+	}
+	if o.header == nil && ownHeader != nil {
+		o.header = ownHeader
+		o.attempt = append(o.attempt, grpc.Header(ownHeader))
+	}
+	if o.trailer == nil && ownTrailer != nil {
+		o.trailer = ownTrailer
+		o.attempt = append(o.attempt, grpc.Trailer(ownTrailer))
+	}
+}
+
+// finish runs the caller's grpc.OnFinish callbacks once, with the call's
+// final error (nil on success).
+func (o *callOptions) finish(err error) {
+	for _, f := range o.onFinish {
+		f(err)
+	}
+}
+
+// reset empties o for reuse, keeping its slices' memory.
+func (o *callOptions) reset() {
+	clear(o.attempt)
+	clear(o.onFinish)
+	*o = callOptions{attempt: o.attempt[:0], onFinish: o.onFinish[:0]}
+}
+
+// applyTo sets the call fields that a gRPC option overrides.
+func (o *callOptions) applyTo(c *Call) {
+	if o.replay >= 0 {
+		c.MaxReplayBytes = o.replay
+	}
+	if o.failFast {
+		c.ConnectWait = 0
+	}
+}
+
+// localError reports whether err is one that grpc-go produces itself when a
+// message breaks a size limit, or cannot be encoded, compressed, decoded or
+// decompressed: another attempt with the same message would fail the same
+// way. grpc-go names these errors with fixed texts ("trying to send message
+// larger than max", and "grpc: ..." for the others), with code
+// ResourceExhausted or Internal.
+func localError(err error) bool {
+	st, _ := status.FromError(err)
+	switch st.Code() {
+	case codes.ResourceExhausted, codes.Internal:
+		msg := st.Message()
+		return strings.HasPrefix(msg, "grpc: ") || strings.HasPrefix(msg, "trying to send message larger than max")
+	}
+	return false
+}

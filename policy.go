@@ -131,9 +131,39 @@ type Policy struct {
 	// and not binary ("-bin" suffix).
 	IdempotencyHeader string
 
+	// Hedging, if not nil, makes the policy hedge instead of retry (gRFC
+	// A6: a method does one or the other). See Hedging.
+	Hedging *Hedging
+
 	// Seams for tests: a zero value means the real clock and math/rand/v2.
 	clock clock
 	rand  func() float64
+}
+
+// Hedging makes a policy hedge instead of retry (gRFC A6): the first
+// attempt is sent at once and, each time the hedge delay passes without an
+// answer, another one, up to Policy.MaxAttempts in all, within the caller's
+// deadline. The first attempt to succeed (for a stream: to deliver a
+// response message) wins and the others are cancelled. A failure whose
+// class is Permanent ends the call; any other sends the next hedge at once.
+// Every hedge is paid from Policy.Budget like a retry, so an outage cannot
+// turn every call into MaxAttempts attempts.
+//
+// The zero Hedging learns its delay: Hedging{} hedges the slowest 5% of
+// calls of each method.
+type Hedging struct {
+	// Delay is the wait before each hedge. 0 (the default) learns it, per
+	// method, from the latencies of recent successful (and timed-out)
+	// attempts: the delay beyond which about MaxExtraLoad of calls run, so
+	// that hedges add about that much load. Negative sends every attempt
+	// at once (gRFC A6's hedgingDelay of 0).
+	Delay time.Duration
+	// MaxExtraLoad is, for a learned delay, the fraction of calls that may
+	// send a hedge (default 0.05: hedge calls slower than the 95th
+	// percentile). Must be in (0, 0.5].
+	MaxExtraLoad float64
+	// MinDelay is the shortest learned delay (default 1ms).
+	MinDelay time.Duration
 }
 
 // DefaultPolicy returns the policy that the zero Policy stands for, with

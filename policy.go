@@ -52,6 +52,12 @@ type Policy struct {
 	// Jitter chooses how the base delay is randomised (default FullJitter).
 	Jitter Jitter
 
+	// Timeout, if positive, bounds the whole call: every attempt and every
+	// wait, as a deadline on the call's context (default 0: none). An
+	// earlier deadline of the caller's stays. It is what a gRPC service
+	// config's per-method "timeout" means. Negative is invalid.
+	Timeout time.Duration
+
 	// PerAttemptTimeout bounds each attempt (default 0: no bound beyond the
 	// caller's deadline). An attempt cut by it fails with DeadlineExceeded,
 	// class Timeout, and is retried while the caller's own deadline has room.
@@ -256,6 +262,7 @@ func (p Policy) compile() (*compiled, error) {
 	}{
 		{"InitialBackoff", p.InitialBackoff},
 		{"MaxBackoff", p.MaxBackoff},
+		{"Timeout", p.Timeout},
 		{"PerAttemptTimeout", p.PerAttemptTimeout},
 		{"MaxPushback", p.MaxPushback},
 	} {

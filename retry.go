@@ -60,6 +60,7 @@ func mustCompile(p Policy) *compiled {
 
 // callState is the per-call decision state, made on a call's first failure.
 type callState struct {
+	policy    *compiled
 	backoffs  int           // backoffs since the start or the last pushback
 	prevDelay time.Duration // the last backoff delay, for DecorrelatedJitter
 	lastClass Class
@@ -76,7 +77,9 @@ func (c *compiled) Begin(ctx context.Context, method string, opts []grpc.CallOpt
 	if !c.inScope(method) {
 		return false, nil
 	}
+	call.State = c // the policy of the call, for a Decider that routes calls to policies
 	call.Method = method
+	call.Timeout = c.Timeout
 	call.MaxAttempts = c.MaxAttempts
 	call.AttemptTimeout = c.PerAttemptTimeout
 	call.MaxReplayBytes = c.MaxReplayBytes
@@ -115,13 +118,26 @@ func newIdempotencyKey() string {
 	return hex.EncodeToString(b[:])
 }
 
+// state returns the call's decision state, made on its first failure (so
+// that a call that succeeds allocates none).
 func (c *compiled) state(call *interceptor.Call) *callState {
-	s, _ := call.State.(*callState)
-	if s == nil {
-		s = new(callState)
-		call.State = s
+	if s, ok := call.State.(*callState); ok {
+		return s
 	}
+	s := &callState{policy: c}
+	call.State = s
 	return s
+}
+
+// policyOf returns the compiled policy that Begin chose for call.
+func policyOf(call *interceptor.Call) *compiled {
+	switch s := call.State.(type) {
+	case *compiled:
+		return s
+	case *callState:
+		return s.policy
+	}
+	return nil
 }
 
 // Failed decides what follows a failed attempt. The order of the checks is

@@ -31,6 +31,10 @@ const PreviousAttemptsHeader = "grpc-previous-rpc-attempts"
 type Call struct {
 	// Method is the full method name, "/package.Service/Method".
 	Method string
+	// Timeout, if positive, bounds the whole call (all its attempts and
+	// waits), as a deadline set on the call's context; an earlier deadline
+	// of the caller's stays. Set by Begin.
+	Timeout time.Duration
 	// MaxAttempts bounds the attempts, the first included. Set by Begin.
 	MaxAttempts int
 	// AttemptTimeout, if positive, bounds each attempt (for streams: each
@@ -128,4 +132,13 @@ func callContext(ctx context.Context, c *Call) context.Context {
 		return ctx
 	}
 	return metadata.AppendToOutgoingContext(ctx, c.HeaderKey, c.HeaderValue)
+}
+
+// callTimeout bounds ctx by the call's Timeout, if any. cancel is nil when
+// no context was derived.
+func callTimeout(ctx context.Context, c *Call) (context.Context, context.CancelFunc) {
+	if c.Timeout <= 0 {
+		return ctx, nil
+	}
+	return context.WithTimeout(ctx, c.Timeout)
 }

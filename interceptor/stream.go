@@ -59,13 +59,18 @@ func Stream(d Decider) grpc.StreamClientInterceptor {
 		if !retry {
 			return streamer(ctx, desc, cc, method, opts...)
 		}
+		if s.call.Timeout > 0 {
+			// The call's timeout ends with the call; the stream lives on
+			// after this function returns, so its cancel runs at the end.
+			s.ctx, s.cancelTimeout = context.WithTimeout(ctx, s.call.Timeout)
+		}
 		s.opts.attempt = s.optsBuf[:0]
 		s.opts.sort(opts, nil, nil)
 		s.opts.applyTo(&s.call)
 		// Every attempt tells the stream when it ends, so that the call's
 		// end is seen even when nobody is receiving (see attemptFinished).
 		s.opts.attempt = append(s.opts.attempt, grpc.OnFinish(s.attemptFinished))
-		s.callCtx = callContext(ctx, &s.call)
+		s.callCtx = callContext(s.ctx, &s.call)
 		s.sendMu.Lock()
 		if err := s.reopen(); err != nil {
 			s.finish(err)
@@ -87,17 +92,18 @@ func Stream(d Decider) grpc.StreamClientInterceptor {
 //     holds it until the replay is done);
 //   - mu guards the fields below it and is never held while blocking.
 type retryStream struct {
-	d        Decider
-	ctx      context.Context // the caller's
-	callCtx  context.Context // ctx plus the call's header
-	desc     *grpc.StreamDesc
-	cc       *grpc.ClientConn
-	method   string
-	streamer grpc.Streamer
-	opts     callOptions
-	optsBuf  [6]grpc.CallOption
-	call     Call  // the Decider's, under recvMu once the stream is returned
-	last     error // the last attempt's error, under recvMu
+	d             Decider
+	ctx           context.Context    // the caller's, bounded by Call.Timeout
+	cancelTimeout context.CancelFunc // nil without Call.Timeout
+	callCtx       context.Context    // ctx plus the call's header
+	desc          *grpc.StreamDesc
+	cc            *grpc.ClientConn
+	method        string
+	streamer      grpc.Streamer
+	opts          callOptions
+	optsBuf       [6]grpc.CallOption
+	call          Call  // the Decider's, under recvMu once the stream is returned
+	last          error // the last attempt's error, under recvMu
 
 	recvMu sync.Mutex
 	sendMu sync.Mutex
@@ -330,6 +336,9 @@ func (s *retryStream) end(outcome error) {
 	}
 	s.releaseLocked()
 	s.mu.Unlock()
+	if s.cancelTimeout != nil {
+		defer s.cancelTimeout()
+	}
 	if outcome == io.EOF {
 		s.d.Succeeded(s.ctx, &s.call)
 		outcome = nil

@@ -50,7 +50,11 @@ func Unary(d Decider) grpc.UnaryClientInterceptor {
 		}
 		u.opts.sort(opts, &u.header, &u.trailer)
 		u.opts.applyTo(c)
+		ctx, cancel := callTimeout(ctx, c)
 		err = u.attempts(ctx, d, method, req, reply, cc, invoker)
+		if cancel != nil {
+			cancel()
+		}
 		u.opts.finish(err)
 		return err
 	}

@@ -66,12 +66,12 @@ func baseBackoff(initial, max time.Duration, multiplier float64, n int) time.Dur
 func jittered(j Jitter, b, initial, max, prev time.Duration, r float64) time.Duration {
 	switch j {
 	case FullJitter:
-		return time.Duration(float64(b) * r)
+		return saturate(float64(b) * r)
 	case ProportionalJitter:
-		return time.Duration(float64(b) * (0.8 + 0.4*r))
+		return saturate(float64(b) * (0.8 + 0.4*r))
 	case EqualJitter:
 		half := float64(b) / 2
-		return time.Duration(half + half*r)
+		return saturate(half + half*r)
 	case DecorrelatedJitter:
 		hi := 3 * float64(prev)
 		f := float64(initial) + (hi-float64(initial))*r
@@ -84,6 +84,19 @@ func jittered(j Jitter, b, initial, max, prev time.Duration, r float64) time.Dur
 		return time.Duration(f)
 	}
 	return b
+}
+
+// saturate converts f nanoseconds to a Duration, the longest Duration for
+// any f at or beyond it (a float64 conversion past MaxInt64 is undefined,
+// and on amd64 comes out negative), and 0 for a negative or NaN f.
+func saturate(f float64) time.Duration {
+	switch {
+	case !(f > 0):
+		return 0
+	case f >= math.MaxInt64:
+		return math.MaxInt64
+	}
+	return time.Duration(f)
 }
 
 // nextDelay returns the delay before the next retry of a call that has

@@ -128,3 +128,23 @@ func TestJitterString(t *testing.T) {
 		}
 	}
 }
+
+// TestJitterNeverOverflows takes every mode to the largest MaxBackoff that
+// Validate accepts: no delay may come out negative or short, at any n and
+// any r (ProportionalJitter multiplies by up to 1.2, past MaxInt64).
+func TestJitterNeverOverflows(t *testing.T) {
+	for j := FullJitter; j <= NoJitter; j++ {
+		for _, r := range []float64{0, 0.5, 0.999999} {
+			c := mustCompile(Policy{InitialBackoff: time.Hour, MaxBackoff: math.MaxInt64, Jitter: j, rand: fixedRand(r)})
+			prev := time.Duration(0)
+			for _, n := range []int{0, 40, 62, 63, 64, 1000, math.MaxInt} {
+				d := c.nextDelay(n, prev)
+				b := baseBackoff(c.InitialBackoff, c.MaxBackoff, c.Multiplier, n)
+				if d < 0 || j == ProportionalJitter && d < b*8/10 || j == EqualJitter && d < b/2 || j == NoJitter && d != b {
+					t.Fatalf("%v jitter, r=%v, n=%d: delay %v for base %v", j, r, n, d, b)
+				}
+				prev = d
+			}
+		}
+	}
+}

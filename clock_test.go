@@ -64,6 +64,7 @@ func fixedRand(rs ...float64) func() float64 {
 type outcome struct {
 	err     error
 	trailer metadata.MD
+	header  metadata.MD // non-nil: response headers had arrived
 }
 
 func fail(st *status.Status, kv ...string) outcome {
@@ -87,8 +88,11 @@ func runScript(ctx context.Context, p Policy, outcomes ...outcome) (mds []metada
 		}
 		o := outcomes[len(mds)-1]
 		for _, opt := range opts {
-			if t, ok := opt.(grpc.TrailerCallOption); ok {
-				*t.TrailerAddr = o.trailer
+			switch opt := opt.(type) {
+			case grpc.TrailerCallOption:
+				*opt.TrailerAddr = o.trailer
+			case grpc.HeaderCallOption:
+				*opt.HeaderAddr = o.header
 			}
 		}
 		return o.err
@@ -99,4 +103,25 @@ func runScript(ctx context.Context, p Policy, outcomes ...outcome) (mds []metada
 
 func quotaFailure() *errdetails.QuotaFailure {
 	return &errdetails.QuotaFailure{Violations: []*errdetails.QuotaFailure_Violation{{Subject: "project:demo"}}}
+}
+
+// lateClock is a fakeClock whose sleeps end late by a fixed amount, as
+// timers do on a loaded machine.
+type lateClock struct {
+	fakeClock
+	late time.Duration
+}
+
+func (l *lateClock) Sleep(ctx context.Context, d time.Duration) error {
+	return l.fakeClock.Sleep(ctx, d+l.late)
+}
+
+// expiringClock is a fakeClock whose sleeps end with the context's deadline
+// firing first, as a real wait does when the timer and the deadline are
+// both due.
+type expiringClock struct{ fakeClock }
+
+func (e *expiringClock) Sleep(ctx context.Context, d time.Duration) error {
+	e.fakeClock.Sleep(ctx, d)
+	return context.DeadlineExceeded
 }

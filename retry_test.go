@@ -227,3 +227,118 @@ func TestCancelDuringWait(t *testing.T) {
 		t.Fatalf("%d attempts, %v", len(mds), err)
 	}
 }
+
+func TestCommitAndLocalErrors(t *testing.T) {
+	tooBig := status.New(codes.ResourceExhausted, "trying to send message larger than max (5242880 vs. 4194304)")
+	recvTooBig := status.New(codes.ResourceExhausted, "grpc: received message larger than max (5242880 vs. 4194304)")
+	serverLimit := status.New(codes.ResourceExhausted, "rate limited")
+	for _, tc := range []struct {
+		name     string
+		script   []outcome
+		attempts int
+		code     codes.Code
+		reason   StopReason
+	}{
+		{"failure after response headers", []outcome{{err: unavailable.Err(), header: metadata.Pairs("x", "y")}}, 1, codes.Unavailable, StopCommitted},
+		{"empty headers count as headers", []outcome{{err: unavailable.Err(), header: metadata.MD{}}}, 1, codes.Unavailable, StopCommitted},
+		{"trailers-only failure is retried", []outcome{fail(unavailable), {err: unavailable.Err(), header: metadata.MD{}}}, 2, codes.Unavailable, StopCommitted},
+		{"request over the send limit", []outcome{{err: tooBig.Err()}}, 1, codes.ResourceExhausted, StopLocal},
+		{"response over the receive limit", []outcome{{err: recvTooBig.Err(), header: metadata.MD{}}}, 1, codes.ResourceExhausted, StopLocal},
+		{"a server's ResourceExhausted is still retried", []outcome{{err: serverLimit.Err()}, {err: serverLimit.Err(), header: metadata.MD{}}}, 2, codes.ResourceExhausted, StopCommitted},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mds, _, err := runScript(context.Background(), exact(), tc.script...)
+			e := stopOf(t, err)
+			if len(mds) != tc.attempts || e.Attempts != tc.attempts || status.Code(err) != tc.code || e.Reason != tc.reason {
+				t.Fatalf("%d calls, error %v (attempts %d, reason %v); want %d attempts, %v, %v",
+					len(mds), err, e.Attempts, e.Reason, tc.attempts, tc.code, tc.reason)
+			}
+		})
+	}
+}
+
+// TestRetryMustFitTheDeadlineWithMargin: a retry is made only if it can
+// start at least deadlineMargin before the caller's deadline.
+func TestRetryMustFitTheDeadlineWithMargin(t *testing.T) {
+	for _, tc := range []struct {
+		backoff  time.Duration
+		attempts int
+	}{
+		{498 * time.Millisecond, 2},                      // starts 2ms before the deadline
+		{499*time.Millisecond + 500*time.Microsecond, 1}, // would start 0.5ms before it
+	} {
+		deadline := time.Now().Add(time.Hour)
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		defer cancel()
+		p := exact()
+		p.InitialBackoff, p.MaxBackoff = tc.backoff, tc.backoff
+		p.clock = &fakeClock{now: deadline.Add(-500 * time.Millisecond)}
+		mds, _, err := runScript(ctx, p, fail(unavailable), fail(unavailable))
+		if len(mds) != tc.attempts {
+			t.Fatalf("backoff %v, 500ms before the deadline: %d attempts (%v), want %d", tc.backoff, len(mds), err, tc.attempts)
+		}
+		if tc.attempts == 1 {
+			if e := stopOf(t, err); e.Reason != StopDeadline || status.Code(err) != codes.Unavailable {
+				t.Fatalf("got %v (%v), want the last attempt's Unavailable, StopDeadline", err, e.Reason)
+			}
+		}
+	}
+}
+
+// TestWaitEndsWithTheLastErrorAtTheDeadline: a wait that wakes up too late
+// (a loaded machine), or that the deadline cuts, ends the call with the last
+// attempt's own error, never a DeadlineExceeded of the wait's making.
+func TestWaitEndsWithTheLastErrorAtTheDeadline(t *testing.T) {
+	deadline := time.Now().Add(time.Hour)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	for name, clk := range map[string]clock{
+		"woken after the deadline":     &lateClock{fakeClock: fakeClock{now: deadline.Add(-time.Second)}, late: 600 * time.Millisecond},
+		"woken within the margin":      &lateClock{fakeClock: fakeClock{now: deadline.Add(-time.Second)}, late: 499*time.Millisecond + 500*time.Microsecond},
+		"the deadline fires in a wait": &expiringClock{fakeClock{now: deadline.Add(-time.Second)}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := exact()
+			p.InitialBackoff, p.MaxBackoff = 500*time.Millisecond, 500*time.Millisecond
+			p.clock = clk
+			var gaveUp []GiveUpEvent
+			p.OnGiveUp = func(ev GiveUpEvent) { gaveUp = append(gaveUp, ev) }
+			mds, _, err := runScript(ctx, p, fail(unavailable), fail(unavailable))
+			e := stopOf(t, err)
+			if len(mds) != 1 || e.Reason != StopDeadline || status.Code(err) != codes.Unavailable || e.Attempts != 1 {
+				t.Fatalf("%d attempts, %v (%v); want the first attempt's Unavailable, StopDeadline", len(mds), err, e.Reason)
+			}
+			if len(gaveUp) != 1 || gaveUp[0].Reason != StopDeadline {
+				t.Fatalf("OnGiveUp events %+v", gaveUp)
+			}
+		})
+	}
+}
+
+// TestThrottleCountsWhatA6Counts: gRFC A6 counts, for throttling, failures
+// with a retryable code and any pushback saying "do not retry"; grpc-go
+// does not count a failure after the call committed.
+func TestThrottleCountsWhatA6Counts(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		script outcome
+		tokens float64
+	}{
+		{"retryable failure", fail(unavailable), 9},
+		{"do-not-retry pushback on a retryable code", fail(unavailable, PushbackTrailer, "-1"), 9},
+		{"do-not-retry pushback on a permanent code", fail(status.New(codes.InvalidArgument, "no"), PushbackTrailer, "-1"), 9},
+		{"permanent code", fail(status.New(codes.InvalidArgument, "no")), 10},
+		{"retryable failure after headers", outcome{err: unavailable.Err(), header: metadata.MD{}}, 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			th := NewThrottle(10, 0.1)
+			p := exact()
+			p.MaxAttempts = 1
+			p.Budget = th
+			runScript(context.Background(), p, tc.script)
+			if th.Tokens() != tc.tokens {
+				t.Fatalf("tokens %v, want %v", th.Tokens(), tc.tokens)
+			}
+		})
+	}
+}

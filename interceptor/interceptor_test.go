@@ -216,3 +216,54 @@ func TestStreamOverflowCommits(t *testing.T) {
 		t.Fatalf("caller got %v, decider saw %v", err, d.committed[0])
 	}
 }
+
+// eofStream is a client stream whose RecvMsg ends at once with io.EOF and
+// no message, as grpc-go reports some connection cuts on a unary-response
+// stream.
+type eofStream struct{ grpc.ClientStream }
+
+func (eofStream) SendMsg(any) error            { return nil }
+func (eofStream) CloseSend() error             { return nil }
+func (eofStream) RecvMsg(any) error            { return io.EOF }
+func (eofStream) Header() (metadata.MD, error) { return nil, nil }
+func (eofStream) Trailer() metadata.MD         { return nil }
+func (eofStream) Context() context.Context     { return context.Background() }
+
+// okStream answers its one response.
+type okStream struct{ eofStream }
+
+func (okStream) RecvMsg(m any) error {
+	m.(*pb.IngestResponse).Chunks = 7
+	return nil
+}
+
+// TestUnaryResponseStreamEndingWithoutResponseFails: a client-streaming call
+// whose attempt ends in io.EOF without its response did not succeed: it is
+// a failure, retried like one.
+func TestUnaryResponseStreamEndingWithoutResponseFails(t *testing.T) {
+	d := &scriptedDecider{maxAttempts: 3}
+	opened := 0
+	streamer := func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		opened++
+		if opened == 1 {
+			return eofStream{}, nil
+		}
+		return okStream{}, nil
+	}
+	desc := &grpc.StreamDesc{ClientStreams: true}
+	cs, err := Stream(d)(context.Background(), desc, nil, "/inference.v1.InferenceService/Ingest", streamer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.SendMsg(&pb.IngestRequest{Chunk: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	cs.CloseSend()
+	var res pb.IngestResponse
+	if err := cs.RecvMsg(&res); err != nil || res.Chunks != 7 {
+		t.Fatalf("RecvMsg = %v (%v), want the second attempt's response", err, &res)
+	}
+	if opened != 2 || len(d.failures) != 1 || status.Code(d.failures[0]) != codes.Unavailable || d.succeeded != 1 {
+		t.Fatalf("%d attempts, failures %v, successes %d; want the io.EOF attempt counted as an Unavailable failure", opened, d.failures, d.succeeded)
+	}
+}

@@ -2,6 +2,7 @@ package retry
 
 import (
 	"context"
+	"strconv"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -29,6 +30,54 @@ type RetryEvent struct {
 	Pushback bool
 }
 
+// HedgeKind says what happened to a hedge, in a HedgeEvent.
+type HedgeKind uint8
+
+const (
+	// HedgeSent: a hedge was sent.
+	HedgeSent HedgeKind = iota + 1
+	// HedgeDenied: a hedge was due but the budget (or, for a learned delay,
+	// the MaxExtraLoad guard) refused it; it was not sent, and the
+	// attempts in flight go on.
+	HedgeDenied
+	// HedgeWon: a hedge's answer was the call's: the attempts before it
+	// were cancelled.
+	HedgeWon
+)
+
+// String returns "sent", "denied" or "won".
+func (k HedgeKind) String() string {
+	switch k {
+	case HedgeSent:
+		return "sent"
+	case HedgeDenied:
+		return "denied"
+	case HedgeWon:
+		return "won"
+	}
+	return "hedge(" + strconv.Itoa(int(k)) + ")"
+}
+
+// HedgeEvent describes a hedge of a hedged call (see Hedging), for
+// Policy.OnHedge.
+type HedgeEvent struct {
+	// Context is the caller's context of the call.
+	Context context.Context
+	// Method is the full method name, "/package.Service/Method".
+	Method string
+	// Kind says whether the hedge was sent, denied or won.
+	Kind HedgeKind
+	// Attempt is the hedge's attempt number (2 for the first hedge).
+	Attempt int
+	// Delay is, for a hedge sent or denied on time (the attempts in flight
+	// were slow), the hedge delay; 0 for a hedge that replaces a failed
+	// attempt, whose error is then Err (with Code and Class).
+	Delay time.Duration
+	Err   error
+	Code  codes.Code
+	Class Class
+}
+
 // GiveUpEvent describes a call that failed through a retry interceptor, for
 // Policy.OnGiveUp: its last attempt's error and why no further attempt was
 // made.
@@ -48,4 +97,39 @@ type GiveUpEvent struct {
 	// StopDeadline, StopPushback and StopPushbackTooLong mark a retryable
 	// failure that was not retried: the numbers to watch in an outage.
 	Reason StopReason
+}
+
+// CallReport is what a call did: for the caller (WithReport) and, in a
+// CallEvent, for Policy.OnCall.
+type CallReport struct {
+	// Attempts is the number of attempts made, the first included (and
+	// hedges, for a hedged call).
+	Attempts int
+	// Hedged reports that the call was hedged (see Hedging).
+	Hedged bool
+	// Winner is the attempt the answer came from (1 for the first), or 0
+	// if the call failed.
+	Winner int
+	// Delay is the time the call spent with no attempt in flight: backoff,
+	// pushback and waits for a connection (gRFC A96's retry_delay).
+	Delay time.Duration
+	// Denied is the number of hedges the budget refused.
+	Denied int
+	// Code is the call's status code (OK if it succeeded) and Reason why it
+	// stopped retrying (0 if it succeeded).
+	Code   codes.Code
+	Reason StopReason
+}
+
+// CallEvent describes a call that went through the interceptor, when it
+// ends, for Policy.OnCall.
+type CallEvent struct {
+	// Context is the caller's context of the call.
+	Context context.Context
+	// Method is the full method name, "/package.Service/Method"; Target the
+	// channel's target, if known.
+	Method, Target string
+	// Err is the error the caller got, nil if the call succeeded.
+	Err error
+	CallReport
 }

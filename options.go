@@ -15,6 +15,7 @@ type CallOption struct {
 	set            callSetting
 	maxAttempts    int
 	attemptTimeout time.Duration
+	report         *CallReport
 }
 
 type callSetting uint8
@@ -23,6 +24,7 @@ const (
 	setMaxAttempts callSetting = iota + 1
 	setDisable
 	setAttemptTimeout
+	setReport
 )
 
 // WithMaxAttempts sets the number of attempts for this call, the first one
@@ -42,4 +44,13 @@ func Disable() CallOption {
 // d < 0 makes the call fail at once with codes.InvalidArgument.
 func WithPerAttemptTimeout(d time.Duration) CallOption {
 	return CallOption{set: setAttemptTimeout, attemptTimeout: d}
+}
+
+// WithReport fills *r, when the call ends, with what the call did: its
+// attempts, whether it was hedged and which attempt answered, and the time
+// it spent between attempts. It reports calls that succeeded too, so a
+// handler can log "took 3 attempts" without a hook. r must not be read
+// before the call returns (for a stream: before RecvMsg returns an error).
+func WithReport(r *CallReport) CallOption {
+	return CallOption{set: setReport, report: r}
 }

@@ -4,6 +4,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc/metadata"
@@ -112,6 +113,20 @@ type Policy struct {
 	// goroutine, concurrently for concurrent calls; it must not block.
 	OnRetry func(RetryEvent)
 
+	// OnHedge, if set, is called for every hedge of a hedged call (see
+	// Hedging) that is sent, denied by the budget, or wins. It is called on
+	// the goroutine that decides (the caller's, or a hedge timer's),
+	// concurrently for concurrent calls; it must not block.
+	OnHedge func(HedgeEvent)
+
+	// OnCall, if set, is called once for every call that goes through the
+	// interceptor (not those that Methods or Disable leave alone), when it
+	// ends, with what it did (see CallEvent): the place for per-call
+	// metrics. It is called on the calling goroutine (for streams, the one
+	// that receives the end), concurrently for concurrent calls; it must not
+	// block.
+	OnCall func(CallEvent)
+
 	// OnGiveUp, if set, is called once for every call that fails through
 	// the interceptor (every call that returns a *Error), with the reason
 	// retrying stopped: use it to count budget denials and exhausted
@@ -215,6 +230,16 @@ func (p Policy) withDefaults() Policy {
 	if p.ConnectWait == 0 {
 		p.ConnectWait = DefaultConnectWait
 	}
+	if p.Hedging != nil {
+		h := *p.Hedging
+		if h.MaxExtraLoad == 0 {
+			h.MaxExtraLoad = DefaultMaxExtraLoad
+		}
+		if h.MinDelay == 0 {
+			h.MinDelay = DefaultHedgeMinDelay
+		}
+		p.Hedging = &h
+	}
 	if p.Multiplier == 0 {
 		p.Multiplier = DefaultMultiplier
 	}
@@ -247,6 +272,7 @@ type compiled struct {
 	methodPrefixes []string
 	idemHeader     string
 	connectWait    time.Duration // 0: retries do not wait for a connection
+	latencies      sync.Map      // method → *latencyEstimator, for a learned hedge delay
 }
 
 func (p Policy) compile() (*compiled, error) {
@@ -285,6 +311,14 @@ func (p Policy) compile() (*compiled, error) {
 	if p.Budget != nil {
 		if err := p.Budget.validate(); err != nil {
 			return bad("Budget", p.Budget, err.Error())
+		}
+	}
+	if h := p.Hedging; h != nil {
+		if e := h.MaxExtraLoad; math.IsNaN(e) || e < 0 || e > 0.5 {
+			return bad("Hedging.MaxExtraLoad", e, "must be in (0, 0.5] (0 means the default, 0.05)")
+		}
+		if h.MinDelay < 0 {
+			return bad("Hedging.MinDelay", h.MinDelay, "must not be negative (0 means the default, 1ms)")
 		}
 	}
 	d := p.withDefaults()

@@ -4,6 +4,7 @@ import (
 	"context"
 	crand "crypto/rand"
 	"encoding/hex"
+	"errors"
 	"time"
 
 	"google.golang.org/grpc"
@@ -65,6 +66,13 @@ type callState struct {
 	prevDelay time.Duration // the last backoff delay, for DecorrelatedJitter
 	lastClass Class
 	lastErr   error // the last attempt's error
+
+	// Hedged calls.
+	hedgeStop StopReason // why no more hedges may be sent (0: they may)
+	replacing bool       // the next hedge replaces a failed attempt (it is not sent on time)
+	denied    int        // hedges the budget refused
+
+	report *CallReport // WithReport's, if given
 }
 
 // deadlineMargin is the least time a retry must have before the caller's
@@ -84,12 +92,17 @@ func (c *compiled) Begin(ctx context.Context, method string, opts []grpc.CallOpt
 	call.AttemptTimeout = c.PerAttemptTimeout
 	call.MaxReplayBytes = c.MaxReplayBytes
 	call.ConnectWait = c.connectWait
+	if c.Hedging != nil {
+		c.beginHedged(method, call)
+	}
 	for _, o := range opts {
 		co, ok := o.(CallOption)
 		if !ok {
 			continue
 		}
 		switch co.set {
+		case setReport:
+			c.state(call).report = co.report
 		case setDisable:
 			return false, nil
 		case setMaxAttempts:
@@ -177,11 +190,17 @@ func (c *compiled) Failed(ctx context.Context, call *interceptor.Call, o interce
 	pb := serverPushback(st, o.Trailer)
 	if s.lastClass == Permanent {
 		if pb.stop && !o.Committed {
-			c.Budget.failed(now, call.Attempts > 1, false)
+			c.Budget.failed(now, o.Attempt > 1, false)
 		}
 		return stop(StopPermanent)
 	}
-	c.Budget.failed(now, call.Attempts > 1, o.Committed)
+	c.Budget.failed(now, o.Attempt > 1, o.Committed)
+	if s.lastClass == Timeout && call.Hedging && c.latency(call.Method) != nil {
+		c.latency(call.Method).observe(o.Elapsed) // an attempt that ran out of time says how long answers take
+	}
+	if call.Hedging {
+		return c.hedgeFailed(ctx, call, s, o, pb, now, deadline, hasDeadline, stop)
+	}
 	if o.Committed {
 		return stop(StopCommitted)
 	}
@@ -260,4 +279,37 @@ func (c *compiled) gaveUp(ctx context.Context, call *interceptor.Call, e *Error)
 	return e
 }
 
-func (c *compiled) Succeeded(ctx context.Context, call *interceptor.Call) { c.Budget.success() }
+// Done is told of the end of every call: it pays the budget for a success,
+// teaches a learned hedge delay, and reports the call.
+func (c *compiled) Done(ctx context.Context, call *interceptor.Call, err error) {
+	if err == nil {
+		c.Budget.success()
+		if call.Hedging && call.Timed {
+			if e := c.latency(call.Method); e != nil {
+				e.observe(call.Elapsed)
+			}
+		}
+	}
+	if call.Hedging && call.Winner > 1 && c.OnHedge != nil {
+		c.OnHedge(HedgeEvent{Context: ctx, Method: call.Method, Kind: HedgeWon, Attempt: call.Winner})
+	}
+	s, _ := call.State.(*callState)
+	if c.OnCall == nil && (s == nil || s.report == nil) {
+		return
+	}
+	r := CallReport{Attempts: call.Attempts, Hedged: call.Hedging, Winner: call.Winner, Delay: call.Idle}
+	if s != nil {
+		r.Denied = s.denied
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		r.Reason = e.Reason
+	}
+	r.Code = status.Code(err)
+	if s != nil && s.report != nil {
+		*s.report = r
+	}
+	if c.OnCall != nil {
+		c.OnCall(CallEvent{Context: ctx, Method: call.Method, Target: call.Target, Err: err, CallReport: r})
+	}
+}

@@ -25,6 +25,10 @@ import (
 // the first: the number of attempts made before it (gRFC A6).
 const PreviousAttemptsHeader = "grpc-previous-rpc-attempts"
 
+// HedgeHeader is the request header carried by every attempt of a hedged
+// call but the first: the number of attempts sent before it.
+const HedgeHeader = "x-retry-hedge"
+
 // Call is the state of one logical call, shared by the interceptor and its
 // Decider. The interceptor owns its memory; a Decider must not keep a
 // pointer to it after the call returns.
@@ -54,9 +58,33 @@ type Call struct {
 	// HeaderKey and HeaderValue, if HeaderKey is set, are added to the
 	// outgoing metadata of every attempt (an idempotency key, say).
 	HeaderKey, HeaderValue string
-	// Attempts is the number of attempts started so far; the interceptor
-	// keeps it.
+	// Hedging, if set, makes the call hedged: attempts may run at once, the
+	// first to succeed wins and the others are cancelled. Set by Begin.
+	Hedging bool
+	// HedgeDelay is, for a hedged call, the wait before each hedge sent
+	// because the attempts in flight are slow: 0 sends every attempt at
+	// once; negative sends none on time (a hedge then only replaces an
+	// attempt that failed). Set by Begin.
+	HedgeDelay time.Duration
+	// Timed asks the interceptor to measure attempts (Outcome.Elapsed and
+	// Elapsed). Set by Begin.
+	Timed bool
+
+	// Target is the target of the channel the call is made on, if known.
+	// Set by the interceptor before Begin.
+	Target string
+	// Attempts is the number of attempts started so far, hedges included;
+	// the interceptor keeps it.
 	Attempts int
+	// Winner is the attempt (1 for the first) whose answer the caller got,
+	// 0 if none. Kept by the interceptor.
+	Winner int
+	// Idle is the time the call spent with no attempt in flight: waits
+	// between attempts and waits for a connection. Kept by the interceptor.
+	Idle time.Duration
+	// Elapsed is, when Timed, the duration of the winning attempt. Kept by
+	// the interceptor.
+	Elapsed time.Duration
 	// State belongs to the Decider: per-call state it needs across
 	// attempts. It starts nil on every call.
 	State any
@@ -82,6 +110,13 @@ type Outcome struct {
 	// is then the previous attempt's error, and Call.Attempts does not count
 	// the attempt that did not start.
 	Unstarted bool
+	// Attempt is the number of the attempt that failed (1 for the first).
+	Attempt int
+	// Alone reports, for a hedged call, that no other attempt is in flight
+	// or scheduled: the call ends unless the Decider asks for another.
+	Alone bool
+	// Elapsed is, when Call.Timed, how long the attempt ran.
+	Elapsed time.Duration
 }
 
 // Decider decides, for the interceptors of this package, whether and when a
@@ -94,17 +129,30 @@ type Decider interface {
 	// and returns its result untouched. A non-nil error (an invalid
 	// per-call option, say) is returned to the caller without any attempt.
 	Begin(ctx context.Context, method string, opts []grpc.CallOption, c *Call) (bool, error)
-	// Failed is called after attempt c.Attempts failed as o says. It
+	// Failed is called after attempt o.Attempt failed as o says. It
 	// returns either the delay before the next attempt and a nil error, or
 	// the error to return to the caller, which must keep o.Err's status. If
 	// o.Committed, o.Local or o.Unstarted is set, it must return an error.
+	//
+	// For a hedged call, a non-nil error ends the call at once (the other
+	// attempts are cancelled); a delay of 0 or more allows another hedge
+	// after it (sent if Hedge then agrees); a negative delay allows none,
+	// and must not be returned when o.Alone (the call would have nothing
+	// left): it must then return an error instead.
 	Failed(ctx context.Context, c *Call, o Outcome) (time.Duration, error)
-	// Wait blocks for delay before the next attempt. If it cannot wait the
-	// whole delay (ctx ends, or the caller's deadline leaves no room for the
-	// attempt once it wakes) it returns the error to give the caller.
+	// Wait blocks for delay before the next attempt of a call that is not
+	// hedged. If it cannot wait the whole delay (ctx ends, or the caller's
+	// deadline leaves no room for the attempt once it wakes) it returns the
+	// error to give the caller.
 	Wait(ctx context.Context, c *Call, delay time.Duration) error
-	// Succeeded is called once when the call ends with status OK.
-	Succeeded(ctx context.Context, c *Call)
+	// Hedge is asked before each hedge whether it may be sent now (the
+	// budget, the attempts left, the deadline). alone reports that no
+	// attempt is in flight: if the hedge is refused, the call then ends
+	// with the error Hedge returns.
+	Hedge(ctx context.Context, c *Call, alone bool) (bool, error)
+	// Done is called once when the call ends: err is nil if it succeeded,
+	// or the error the caller gets.
+	Done(ctx context.Context, c *Call, err error)
 }
 
 // attemptContext returns the context for attempt number c.Attempts: the

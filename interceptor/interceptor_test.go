@@ -55,10 +55,16 @@ func (d *scriptedDecider) Wait(ctx context.Context, c *Call, delay time.Duration
 	return ctx.Err()
 }
 
-func (d *scriptedDecider) Succeeded(ctx context.Context, c *Call) {
+func (d *scriptedDecider) Done(ctx context.Context, c *Call, err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.succeeded++
+	if err == nil {
+		d.succeeded++
+	}
+}
+
+func (d *scriptedDecider) Hedge(ctx context.Context, c *Call, alone bool) (bool, error) {
+	return c.Attempts < c.MaxAttempts, nil
 }
 
 // chatServer runs fn for each Chat attempt, numbered from 1.

@@ -6,6 +6,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 )
 
@@ -17,11 +18,13 @@ import (
 //
 //   - grpc.OnFinish runs once per call, with the call's final error: it is
 //     kept out of the attempts and run by the interceptor when the call ends.
-//   - grpc.Header, grpc.Trailer and grpc.Peer are filled by every attempt,
-//     so they end up describing the attempt the caller got its answer from
-//     (the last one). The interceptor reads the same headers and trailer to
-//     decide; when the caller asks for them, it reads the caller's copies
-//     rather than asking gRPC for a second one.
+//   - grpc.Header, grpc.Trailer and grpc.Peer describe the attempt the
+//     caller got its answer from. Retried attempts run one after another
+//     and each fills them, so the last one's stay; the interceptor reads the
+//     same headers and trailer to decide, and when the caller asks for them
+//     it reads the caller's copies rather than asking gRPC for a second one.
+//     Hedged attempts run at once: each gets captures of its own, and the
+//     winner's are copied to the caller's.
 //   - grpc.WaitForReady applies to every attempt as the caller set it; set
 //     to false explicitly, it also keeps retries from waiting for a
 //     connection (see Call.ConnectWait).
@@ -36,12 +39,19 @@ type callOptions struct {
 	trailer  *metadata.MD // where each attempt's trailer lands
 	failFast bool         // the caller set grpc.WaitForReady(false)
 	replay   int          // grpc.MaxRetryRPCBufferSize, or -1
+	base     int          // attempt[:base] are the caller's options, without captures of ours
+
+	// The caller's own captures, for hedged calls (which keep them out of
+	// attempt).
+	callerHeader, callerTrailer *metadata.MD
+	callerPeer                  *peer.Peer
 }
 
 // sort fills o from the caller's opts. ownHeader and ownTrailer are where
 // headers and trailers land when the caller did not ask for them; nil asks
-// for none.
-func (o *callOptions) sort(opts []grpc.CallOption, ownHeader, ownTrailer *metadata.MD) {
+// for none. For a hedged call, the caller's grpc.Header, grpc.Trailer and
+// grpc.Peer are kept out of the attempts (and own captures are always used).
+func (o *callOptions) sort(opts []grpc.CallOption, ownHeader, ownTrailer *metadata.MD, hedged bool) {
 	o.replay = -1
 	for _, opt := range opts {
 		switch v := opt.(type) {
@@ -49,9 +59,22 @@ func (o *callOptions) sort(opts []grpc.CallOption, ownHeader, ownTrailer *metada
 			o.onFinish = append(o.onFinish, v.OnFinish)
 			continue
 		case grpc.HeaderCallOption:
+			if hedged {
+				o.callerHeader = v.HeaderAddr
+				continue
+			}
 			o.header = v.HeaderAddr
 		case grpc.TrailerCallOption:
+			if hedged {
+				o.callerTrailer = v.TrailerAddr
+				continue
+			}
 			o.trailer = v.TrailerAddr
+		case grpc.PeerCallOption:
+			if hedged {
+				o.callerPeer = v.PeerAddr
+				continue
+			}
 		case grpc.FailFastCallOption:
 			o.failFast = v.FailFast
 		case grpc.MaxRetryRPCBufferSizeCallOption:
@@ -59,6 +82,7 @@ func (o *callOptions) sort(opts []grpc.CallOption, ownHeader, ownTrailer *metada
 		}
 		o.attempt = append(o.attempt, opt)
 	}
+	o.base = len(o.attempt)
 	if o.header == nil && ownHeader != nil {
 		o.header = ownHeader
 		o.attempt = append(o.attempt, grpc.Header(ownHeader))

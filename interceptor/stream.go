@@ -52,6 +52,9 @@ import (
 func Stream(d Decider) grpc.StreamClientInterceptor {
 	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 		s := &retryStream{d: d, ctx: ctx, desc: desc, cc: cc, method: method, streamer: streamer}
+		if cc != nil {
+			s.call.Target = cc.Target()
+		}
 		retry, err := d.Begin(ctx, method, opts, &s.call)
 		if err != nil {
 			return nil, err
@@ -65,7 +68,8 @@ func Stream(d Decider) grpc.StreamClientInterceptor {
 			s.ctx, s.cancelTimeout = context.WithTimeout(ctx, s.call.Timeout)
 		}
 		s.opts.attempt = s.optsBuf[:0]
-		s.opts.sort(opts, nil, nil)
+		s.call.Hedging = false // streams are retried; hedged streams are not supported yet
+		s.opts.sort(opts, nil, nil, false)
 		s.opts.applyTo(&s.call)
 		// Every attempt tells the stream when it ends, so that the call's
 		// end is seen even when nobody is receiving (see attemptFinished).
@@ -165,10 +169,15 @@ func (s *retryStream) open() error {
 			}
 		})
 	}
-	if s.call.Attempts > 1 && s.call.ConnectWait > 0 && !waitReady(ctx, s.cc, s.call.ConnectWait) && s.ctx.Err() != nil {
-		a.stop()
-		s.call.Attempts--
-		return errUnstarted
+	if s.call.Attempts > 1 && s.call.ConnectWait > 0 {
+		start := time.Now()
+		ready := waitReady(ctx, s.cc, s.call.ConnectWait)
+		s.call.Idle += time.Since(start)
+		if !ready && s.ctx.Err() != nil {
+			a.stop()
+			s.call.Attempts--
+			return errUnstarted
+		}
 	}
 	cs, err := s.streamer(ctx, s.desc, s.cc, s.method, s.opts.attempt...)
 	if err != nil {
@@ -294,9 +303,12 @@ func (s *retryStream) decide(o Outcome) error {
 	} else {
 		s.last = o.Err
 	}
+	o.Attempt = s.call.Attempts
 	delay, final := s.d.Failed(s.ctx, &s.call, o)
 	if final == nil {
+		start := time.Now()
 		final = s.d.Wait(s.ctx, &s.call, delay)
+		s.call.Idle += time.Since(start)
 	}
 	if final != nil {
 		s.end(final)
@@ -340,9 +352,10 @@ func (s *retryStream) end(outcome error) {
 		defer s.cancelTimeout()
 	}
 	if outcome == io.EOF {
-		s.d.Succeeded(s.ctx, &s.call)
+		s.call.Winner = s.call.Attempts
 		outcome = nil
 	}
+	s.d.Done(s.ctx, &s.call, outcome)
 	s.finish(outcome)
 }
 

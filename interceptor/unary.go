@@ -3,9 +3,12 @@ package interceptor
 import (
 	"context"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/protobuf/proto"
 )
 
 // unaryCall is the per-call memory of the unary interceptor, pooled so the
@@ -15,18 +18,24 @@ type unaryCall struct {
 	opts    callOptions
 	header  metadata.MD
 	trailer metadata.MD
+	peer    peer.Peer
+	hedge   hedgeState
 }
 
 var unaryCalls = sync.Pool{New: func() any { return new(unaryCall) }}
 
 func (u *unaryCall) release() {
+	if !u.hedge.reusable() {
+		return // a hedge timer may still fire on this memory: let it go
+	}
 	u.opts.reset()
-	u.header, u.trailer = nil, nil
+	u.header, u.trailer, u.peer = nil, nil, peer.Peer{}
 	u.call = Call{}
 	unaryCalls.Put(u)
 }
 
-// Unary returns a unary client interceptor that retries calls as d decides.
+// Unary returns a unary client interceptor that retries (or hedges) calls as
+// d decides.
 //
 // A unary call commits, as in gRFC A6, once an attempt receives response
 // headers: a failure after that is returned, never retried, because the
@@ -36,11 +45,20 @@ func (u *unaryCall) release() {
 // gRPC's copies of the two maps on every call. An error the client produced
 // itself (a message over a size limit) is returned at once too. A retry
 // waits for a ready connection first (Call.ConnectWait).
+//
+// A hedged call (Call.Hedging) runs its first attempt on the caller's
+// goroutine and each hedge on a goroutine of its own; the call returns once
+// every attempt has returned. Hedges need their own reply message, so only
+// calls whose reply is a protobuf message are hedged; others make one
+// attempt.
 func Unary(d Decider) grpc.UnaryClientInterceptor {
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		u := unaryCalls.Get().(*unaryCall)
 		defer u.release()
 		c := &u.call
+		if cc != nil {
+			c.Target = cc.Target()
+		}
 		retry, err := d.Begin(ctx, method, opts, c)
 		if err != nil {
 			return err
@@ -48,41 +66,62 @@ func Unary(d Decider) grpc.UnaryClientInterceptor {
 		if !retry {
 			return invoker(ctx, method, req, reply, cc, opts...)
 		}
-		u.opts.sort(opts, &u.header, &u.trailer)
+		if _, ok := reply.(proto.Message); c.Hedging && !ok {
+			c.Hedging, c.MaxAttempts = false, 1
+		}
+		u.opts.sort(opts, &u.header, &u.trailer, c.Hedging)
 		u.opts.applyTo(c)
 		ctx, cancel := callTimeout(ctx, c)
-		err = u.attempts(ctx, d, method, req, reply, cc, invoker)
+		if c.Hedging {
+			err = u.hedged(ctx, d, method, req, reply, cc, invoker)
+		} else {
+			err = u.attempts(ctx, d, method, req, reply, cc, invoker)
+		}
 		if cancel != nil {
 			cancel()
 		}
+		d.Done(ctx, c, err)
 		u.opts.finish(err)
 		return err
 	}
 }
 
-// attempts runs the call's attempts and returns its final error.
+// attempts runs the call's attempts one after another and returns its final
+// error.
 func (u *unaryCall) attempts(ctx context.Context, d Decider, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker) error {
 	c := &u.call
-	ctx = callContext(ctx, c)
+	callCtx := callContext(ctx, c)
 	var last error
+	var idleSince time.Time
 	for {
 		c.Attempts++
-		actx, cancel := attemptContext(ctx, c)
-		if c.Attempts > 1 && c.ConnectWait > 0 && !waitReady(actx, cc, c.ConnectWait) && ctx.Err() != nil {
-			if cancel != nil {
-				cancel()
+		actx, cancel := attemptContext(callCtx, c)
+		if c.Attempts > 1 {
+			if c.ConnectWait > 0 && !waitReady(actx, cc, c.ConnectWait) && ctx.Err() != nil {
+				if cancel != nil {
+					cancel()
+				}
+				c.Attempts--
+				c.Idle += time.Since(idleSince)
+				_, final := d.Failed(ctx, c, Outcome{Err: last, Unstarted: true, Attempt: c.Attempts})
+				return final
 			}
-			c.Attempts--
-			_, final := d.Failed(ctx, c, Outcome{Err: last, Unstarted: true})
-			return final
+			c.Idle += time.Since(idleSince)
+		}
+		var start time.Time
+		if c.Timed {
+			start = time.Now()
 		}
 		*u.opts.header, *u.opts.trailer = nil, nil
 		err := invoker(actx, method, req, reply, cc, u.opts.attempt...)
 		if cancel != nil {
 			cancel()
 		}
+		if c.Timed {
+			c.Elapsed = time.Since(start)
+		}
 		if err == nil {
-			d.Succeeded(ctx, c)
+			c.Winner = c.Attempts
 			return nil
 		}
 		last = err
@@ -91,11 +130,15 @@ func (u *unaryCall) attempts(ctx context.Context, d Decider, method string, req,
 			Trailer:   *u.opts.trailer,
 			Committed: *u.opts.header != nil,
 			Local:     localError(err),
+			Attempt:   c.Attempts,
+			Elapsed:   c.Elapsed,
 		})
 		if final != nil {
 			return final
 		}
+		idleSince = time.Now()
 		if err := d.Wait(ctx, c, delay); err != nil {
+			c.Idle += time.Since(idleSince)
 			return err
 		}
 	}

@@ -1,0 +1,306 @@
+package integration_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	"github.com/seed4f82f287/retry"
+	inferencev1 "github.com/seed4f82f287/retry/gen/inference/v1"
+)
+
+// hedgePolicy hedges after delay, up to attempts, without a budget.
+func hedgePolicy(delay time.Duration, attempts int) retry.Policy {
+	return retry.Policy{MaxAttempts: attempts, Hedging: &retry.Hedging{Delay: delay}, Budget: retry.NoBudget}
+}
+
+// attemptScript makes GenerateF run script[n-1] for the call's attempt n
+// (numbered by the server per prompt), and records how each ended.
+type attemptScript struct {
+	mu        sync.Mutex
+	seen      map[string]int
+	cancelled map[string][]int // attempts whose context ended before they answered
+	ended     chan struct{}    // gets a value when an attempt's handler returns
+	script    []func(ctx context.Context, req *inferencev1.GenerateRequest) (*inferencev1.GenerateResponse, error)
+}
+
+// waitEnded waits for n attempts' handlers to return (the server side of a
+// cancelled attempt ends after the client's).
+func (a *attemptScript) waitEnded(t *testing.T, n int) {
+	t.Helper()
+	for range n {
+		select {
+		case <-a.ended:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("an attempt's handler did not return within 10s")
+		}
+	}
+}
+
+func (a *attemptScript) handler(ctx context.Context, req *inferencev1.GenerateRequest) (*inferencev1.GenerateResponse, error) {
+	a.mu.Lock()
+	if a.seen == nil {
+		a.seen, a.cancelled = make(map[string]int), make(map[string][]int)
+	}
+	if a.ended == nil {
+		a.ended = make(chan struct{}, 1000)
+	}
+	ended := a.ended
+	a.seen[req.GetPrompt()]++
+	n := a.seen[req.GetPrompt()]
+	a.mu.Unlock()
+	f := a.script[min(n, len(a.script))-1]
+	defer func() { ended <- struct{}{} }()
+	res, err := f(ctx, req)
+	if ctx.Err() != nil {
+		a.mu.Lock()
+		a.cancelled[req.GetPrompt()] = append(a.cancelled[req.GetPrompt()], n)
+		a.mu.Unlock()
+	}
+	return res, err
+}
+
+func (a *attemptScript) cancelledOf(prompt string) []int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]int(nil), a.cancelled[prompt]...)
+}
+
+// hang answers only when its context ends (the loser of a race).
+func hang(ctx context.Context, req *inferencev1.GenerateRequest) (*inferencev1.GenerateResponse, error) {
+	<-ctx.Done()
+	return nil, status.FromContextError(ctx.Err()).Err()
+}
+
+// answer answers at once with text, the header x-answer and the trailer
+// x-answer set to text.
+func answer(text string) func(context.Context, *inferencev1.GenerateRequest) (*inferencev1.GenerateResponse, error) {
+	return func(ctx context.Context, req *inferencev1.GenerateRequest) (*inferencev1.GenerateResponse, error) {
+		grpc.SetHeader(ctx, metadata.Pairs("x-answer", text))
+		grpc.SetTrailer(ctx, metadata.Pairs("x-answer", text))
+		return &inferencev1.GenerateResponse{Text: text}, nil
+	}
+}
+
+func failWith(code codes.Code, kv ...string) func(context.Context, *inferencev1.GenerateRequest) (*inferencev1.GenerateResponse, error) {
+	return func(ctx context.Context, req *inferencev1.GenerateRequest) (*inferencev1.GenerateResponse, error) {
+		if len(kv) > 0 {
+			grpc.SetTrailer(ctx, metadata.Pairs(kv...))
+		}
+		return nil, status.Errorf(code, "scripted %v", code)
+	}
+}
+
+// TestHedgeWinsAndTheLoserIsCancelled: the first attempt hangs, the hedge
+// answers: the caller gets the hedge's reply, headers, trailer and peer,
+// the first attempt's server context ends, and the hedge carries the
+// attempt headers.
+func TestHedgeWinsAndTheLoserIsCancelled(t *testing.T) {
+	script := &attemptScript{script: []func(context.Context, *inferencev1.GenerateRequest) (*inferencev1.GenerateResponse, error){hang, answer("second")}}
+	s := &stubServer{GenerateF: script.handler}
+	c := dial(t, s, hedgePolicy(20*time.Millisecond, 3))
+	var hdr, trl metadata.MD
+	var p peer.Peer
+	var report retry.CallReport
+	res, err := c.Generate(callCtx(t, 30*time.Second), &inferencev1.GenerateRequest{Prompt: "p"},
+		grpc.Header(&hdr), grpc.Trailer(&trl), grpc.Peer(&p), retry.WithReport(&report))
+	if err != nil || res.GetText() != "second" {
+		t.Fatalf("got %v, %v; want the hedge's reply", res, err)
+	}
+	if hdr.Get("x-answer")[0] != "second" || trl.Get("x-answer")[0] != "second" || p.Addr == nil {
+		t.Fatalf("captures: header %v, trailer %v, peer %v; want the winner's", hdr, trl, p)
+	}
+	script.waitEnded(t, 2)
+	if got := script.cancelledOf("p"); len(got) != 1 || got[0] != 1 {
+		t.Fatalf("attempts cancelled on the server: %v, want [1]", got)
+	}
+	if report.Attempts != 2 || report.Winner != 2 || !report.Hedged || report.Code != codes.OK {
+		t.Fatalf("report %+v", report)
+	}
+	arr := s.arrivalsOf(methodGenerate)
+	if len(arr) != 2 || len(arr[0].MD.Get(retry.HedgeHeader)) != 0 ||
+		fmt.Sprint(arr[1].MD.Get(retry.HedgeHeader)) != "[1]" || fmt.Sprint(arr[1].MD.Get(retry.PreviousAttemptsHeader)) != "[1]" {
+		t.Fatalf("attempt headers: %v", arr)
+	}
+}
+
+// TestHedgeNotSentWhenTheFirstAnswersInTime: no hedge before the delay.
+func TestHedgeNotSentWhenTheFirstAnswersInTime(t *testing.T) {
+	script := &attemptScript{script: []func(context.Context, *inferencev1.GenerateRequest) (*inferencev1.GenerateResponse, error){answer("first")}}
+	s := &stubServer{GenerateF: script.handler}
+	c := dial(t, s, hedgePolicy(time.Hour, 3))
+	for i := range 20 {
+		res, err := c.Generate(callCtx(t, 30*time.Second), &inferencev1.GenerateRequest{Prompt: fmt.Sprint(i)})
+		if err != nil || res.GetText() != "first" {
+			t.Fatalf("got %v, %v", res, err)
+		}
+	}
+	wantCalls(t, s, methodGenerate, 20)
+}
+
+// TestHedgeFatalCodeEndsTheCall: a Permanent code from any attempt ends the
+// call with that status and cancels the others.
+func TestHedgeFatalCodeEndsTheCall(t *testing.T) {
+	script := &attemptScript{script: []func(context.Context, *inferencev1.GenerateRequest) (*inferencev1.GenerateResponse, error){hang, failWith(codes.InvalidArgument)}}
+	s := &stubServer{GenerateF: script.handler}
+	c := dial(t, s, hedgePolicy(20*time.Millisecond, 4))
+	_, err := c.Generate(callCtx(t, 30*time.Second), &inferencev1.GenerateRequest{Prompt: "p"})
+	if e := retryErr(t, err); status.Code(err) != codes.InvalidArgument || e.Reason != retry.StopPermanent || e.Attempts != 2 {
+		t.Fatalf("got %v (%v, %d attempts), want InvalidArgument, StopPermanent after 2", err, e.Reason, e.Attempts)
+	}
+	script.waitEnded(t, 2)
+	if got := script.cancelledOf("p"); len(got) != 1 || got[0] != 1 {
+		t.Fatalf("cancelled: %v, want [1]", got)
+	}
+	wantCalls(t, s, methodGenerate, 2)
+}
+
+// TestHedgeFailureSendsTheNextAtOnce: a non-fatal failure sends the next
+// hedge at once, without waiting for the (here, hour-long) delay.
+func TestHedgeFailureSendsTheNextAtOnce(t *testing.T) {
+	script := &attemptScript{script: []func(context.Context, *inferencev1.GenerateRequest) (*inferencev1.GenerateResponse, error){failWith(codes.Unavailable), failWith(codes.ResourceExhausted), answer("third")}}
+	s := &stubServer{GenerateF: script.handler}
+	c := dial(t, s, hedgePolicy(time.Hour, 4))
+	res, err := c.Generate(callCtx(t, 30*time.Second), &inferencev1.GenerateRequest{Prompt: "p"})
+	if err != nil || res.GetText() != "third" {
+		t.Fatalf("got %v, %v", res, err)
+	}
+	wantCalls(t, s, methodGenerate, 3)
+}
+
+// TestHedgePushback: a pushback of n ms delays the next hedge by n ms; a
+// "do not retry" pushback stops further hedges.
+func TestHedgePushback(t *testing.T) {
+	t.Run("delay", func(t *testing.T) {
+		script := &attemptScript{script: []func(context.Context, *inferencev1.GenerateRequest) (*inferencev1.GenerateResponse, error){failWith(codes.Unavailable, retry.PushbackTrailer, "200"), answer("second")}}
+		s := &stubServer{GenerateF: script.handler}
+		c := dial(t, s, hedgePolicy(time.Hour, 4))
+		if _, err := c.Generate(callCtx(t, 30*time.Second), &inferencev1.GenerateRequest{Prompt: "p"}); err != nil {
+			t.Fatal(err)
+		}
+		if times := s.times(methodGenerate); len(times) != 2 || times[1].Sub(times[0]) < 200*time.Millisecond {
+			t.Fatalf("arrivals %v, want 2, the second at least 200ms after the first", times)
+		}
+	})
+	t.Run("do not retry", func(t *testing.T) {
+		script := &attemptScript{script: []func(context.Context, *inferencev1.GenerateRequest) (*inferencev1.GenerateResponse, error){failWith(codes.Unavailable, retry.PushbackTrailer, "-1"), answer("second")}}
+		s := &stubServer{GenerateF: script.handler}
+		c := dial(t, s, hedgePolicy(time.Hour, 4))
+		_, err := c.Generate(callCtx(t, 30*time.Second), &inferencev1.GenerateRequest{Prompt: "p"})
+		if e := retryErr(t, err); status.Code(err) != codes.Unavailable || e.Reason != retry.StopPushback || e.Attempts != 1 {
+			t.Fatalf("got %v (%v)", err, e.Reason)
+		}
+		wantCalls(t, s, methodGenerate, 1)
+	})
+}
+
+// TestHedgeAllFail: when every attempt fails, the call ends once they all
+// have, with the last failure's status.
+func TestHedgeAllFail(t *testing.T) {
+	script := &attemptScript{script: []func(context.Context, *inferencev1.GenerateRequest) (*inferencev1.GenerateResponse, error){failWith(codes.Unavailable), failWith(codes.ResourceExhausted), failWith(codes.Unavailable)}}
+	s := &stubServer{GenerateF: script.handler}
+	var report retry.CallReport
+	c := dial(t, s, hedgePolicy(time.Millisecond, 3))
+	_, err := c.Generate(callCtx(t, 30*time.Second), &inferencev1.GenerateRequest{Prompt: "p"}, retry.WithReport(&report))
+	e := retryErr(t, err)
+	if e.Attempts != 3 || e.Reason != retry.StopMaxAttempts || status.Code(err) == codes.OK {
+		t.Fatalf("got %v (%v, %d attempts)", err, e.Reason, e.Attempts)
+	}
+	if report.Winner != 0 || report.Attempts != 3 || report.Reason != retry.StopMaxAttempts {
+		t.Fatalf("report %+v", report)
+	}
+	wantCalls(t, s, methodGenerate, 3)
+}
+
+// TestHedgesArePaidFromTheBudget: a hedge the budget refuses is not sent,
+// and the attempt in flight goes on.
+func TestHedgesArePaidFromTheBudget(t *testing.T) {
+	th := retry.NewThrottle(2, 1) // one failure leaves 1 token of 2: no retries
+	denied := make(chan struct{})
+	var once sync.Once
+	p := hedgePolicy(time.Millisecond, 3)
+	p.Budget = th
+	var events []retry.HedgeEvent
+	var mu sync.Mutex
+	p.OnHedge = func(ev retry.HedgeEvent) {
+		mu.Lock()
+		events = append(events, ev)
+		mu.Unlock()
+		if ev.Kind == retry.HedgeDenied {
+			once.Do(func() { close(denied) })
+		}
+	}
+	s := &stubServer{}
+	s.GenerateF = func(ctx context.Context, req *inferencev1.GenerateRequest) (*inferencev1.GenerateResponse, error) {
+		if req.GetPrompt() == "spend" {
+			return nil, status.Error(codes.Unavailable, "a failure the throttle counts")
+		}
+		select {
+		case <-denied: // answer once the call's hedge has been refused
+		case <-ctx.Done():
+		}
+		return answer("first")(ctx, req)
+	}
+	// Spend the throttle to its threshold, with a failure of a client that
+	// shares the budget and does not retry.
+	spender := p
+	spender.Hedging, spender.MaxAttempts, spender.OnHedge = nil, 1, nil
+	if _, err := dial(t, s, spender).Generate(callCtx(t, 30*time.Second), &inferencev1.GenerateRequest{Prompt: "spend"}); status.Code(err) != codes.Unavailable {
+		t.Fatalf("spend: %v", err)
+	}
+	c := dial(t, s, p)
+	if th.Tokens() != 1 {
+		t.Fatalf("throttle has %v tokens, want 1 (no retries)", th.Tokens())
+	}
+	var report retry.CallReport
+	res, err := c.Generate(callCtx(t, 30*time.Second), &inferencev1.GenerateRequest{Prompt: "p"}, retry.WithReport(&report))
+	if err != nil || res.GetText() != "first" {
+		t.Fatalf("got %v, %v; want the first attempt's answer", res, err)
+	}
+	if report.Attempts != 1 || report.Denied < 1 {
+		t.Fatalf("report %+v, want 1 attempt and a hedge denied", report)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, ev := range events {
+		if ev.Kind == retry.HedgeSent {
+			t.Fatalf("a hedge was sent with an empty budget: %+v", events)
+		}
+	}
+	wantCalls(t, s, methodGenerate, 2) // spend, and the call's first attempt
+}
+
+// TestHedgedCallsConcurrently: hundreds of hedged calls at once, with
+// random slow first attempts: every caller gets the reply to its own
+// request, and every attempt has returned when the test ends (goleak).
+func TestHedgedCallsConcurrently(t *testing.T) {
+	s := &stubServer{}
+	var slow sync.Map
+	s.GenerateF = func(ctx context.Context, req *inferencev1.GenerateRequest) (*inferencev1.GenerateResponse, error) {
+		if _, loaded := slow.LoadOrStore(req.GetPrompt(), true); !loaded && rand.IntN(4) == 0 {
+			return hang(ctx, req) // this call's first attempt is a straggler
+		}
+		return reply(req), nil
+	}
+	c := dial(t, s, hedgePolicy(10*time.Millisecond, 3))
+	var wg sync.WaitGroup
+	for i := range 300 {
+		wg.Go(func() {
+			prompt := fmt.Sprintf("prompt-%d", i)
+			res, err := c.Generate(callCtx(t, 30*time.Second), &inferencev1.GenerateRequest{Prompt: prompt})
+			if err != nil || res.GetText() != reply(&inferencev1.GenerateRequest{Prompt: prompt}).GetText() {
+				t.Errorf("call %d: %v, %v", i, res, err)
+			}
+		})
+	}
+	wg.Wait()
+}

@@ -129,6 +129,11 @@ type CallEvent struct {
 	// Method is the full method name, "/package.Service/Method"; Target the
 	// channel's target, if known.
 	Method, Target string
+	// StaticMethod reports that the call was made by generated code (with
+	// grpc.StaticMethod): Method is one the client was built with, safe as
+	// a metric label. Other methods (a generic proxy's, say) can be any
+	// string; gRFC A66 labels them "other".
+	StaticMethod bool
 	// Err is the error the caller got, nil if the call succeeded.
 	Err error
 	CallReport

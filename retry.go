@@ -310,6 +310,6 @@ func (c *compiled) Done(ctx context.Context, call *interceptor.Call, err error) 
 		*s.report = r
 	}
 	if c.OnCall != nil {
-		c.OnCall(CallEvent{Context: ctx, Method: call.Method, Target: call.Target, Err: err, CallReport: r})
+		c.OnCall(CallEvent{Context: ctx, Method: call.Method, Target: call.Target, StaticMethod: call.Static, Err: err, CallReport: r})
 	}
 }

@@ -100,6 +100,8 @@ func clients() []client {
 	noBudget.Budget = retry.NoBudget
 	throttle := zeroWait
 	throttle.Budget = retry.NewThrottle(10, 0.1)
+	hedged := retry.Policy{Hedging: &retry.Hedging{Delay: time.Hour}}
+	learned := retry.Policy{Hedging: &retry.Hedging{}}
 	mw := []grpcretry.CallOption{
 		grpcretry.WithMax(4),
 		grpcretry.WithBackoff(func(context.Context, uint) time.Duration { return 0 }),
@@ -113,9 +115,11 @@ func clients() []client {
 			grpc.WithChainUnaryInterceptor(grpcretry.UnaryClientInterceptor(mw...)),
 			grpc.WithChainStreamInterceptor(grpcretry.StreamClientInterceptor(mw...)),
 		}},
-		ours("ours-default", zeroWait), // default ratio budget
+		ours("ours-default", zeroWait), // default budget
 		ours("ours-nobudget", noBudget),
 		ours("ours-throttle", throttle),
+		ours("ours-hedged", hedged),   // a fixed hedge delay no call reaches
+		ours("ours-learned", learned), // a learned hedge delay
 	}
 }
 

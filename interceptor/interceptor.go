@@ -73,6 +73,10 @@ type Call struct {
 	// Target is the target of the channel the call is made on, if known.
 	// Set by the interceptor before Begin.
 	Target string
+	// Static reports that the call came with grpc.StaticMethod (generated
+	// code adds it): its method is one the client was built with, a safe
+	// metric label (gRFC A66). Set by the interceptor before Begin.
+	Static bool
 	// Attempts is the number of attempts started so far, hedges included;
 	// the interceptor keeps it.
 	Attempts int

@@ -133,3 +133,13 @@ func localError(err error) bool {
 	}
 	return false
 }
+
+// hasStaticMethod reports whether opts hold grpc.StaticMethod.
+func hasStaticMethod(opts []grpc.CallOption) bool {
+	for _, o := range opts {
+		if _, ok := o.(grpc.StaticMethodCallOption); ok {
+			return true
+		}
+	}
+	return false
+}

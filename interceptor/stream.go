@@ -55,6 +55,7 @@ func Stream(d Decider) grpc.StreamClientInterceptor {
 		if cc != nil {
 			s.call.Target = cc.Target()
 		}
+		s.call.Static = hasStaticMethod(opts)
 		retry, err := d.Begin(ctx, method, opts, &s.call)
 		if err != nil {
 			return nil, err

@@ -59,6 +59,7 @@ func Unary(d Decider) grpc.UnaryClientInterceptor {
 		if cc != nil {
 			c.Target = cc.Target()
 		}
+		c.Static = hasStaticMethod(opts)
 		retry, err := d.Begin(ctx, method, opts, c)
 		if err != nil {
 			return err

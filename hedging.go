@@ -75,6 +75,9 @@ func (c *compiled) hedgeFailed(ctx context.Context, call *interceptor.Call, s *c
 	if s.hedgeStop != 0 {
 		return noMore(s.hedgeStop)
 	}
+	if o.Committed {
+		return noMore(StopCommitted)
+	}
 	if pb.stop {
 		return noMore(StopPushback)
 	}

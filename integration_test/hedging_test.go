@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -107,7 +108,7 @@ func failWith(code codes.Code, kv ...string) func(context.Context, *inferencev1.
 func TestHedgeWinsAndTheLoserIsCancelled(t *testing.T) {
 	script := &attemptScript{script: []func(context.Context, *inferencev1.GenerateRequest) (*inferencev1.GenerateResponse, error){hang, answer("second")}}
 	s := &stubServer{GenerateF: script.handler}
-	c := dial(t, s, hedgePolicy(20*time.Millisecond, 3))
+	c := dial(t, s, hedgePolicy(20*time.Millisecond, 2))
 	var hdr, trl metadata.MD
 	var p peer.Peer
 	var report retry.CallReport
@@ -126,10 +127,14 @@ func TestHedgeWinsAndTheLoserIsCancelled(t *testing.T) {
 	if report.Attempts != 2 || report.Winner != 2 || !report.Hedged || report.Code != codes.OK {
 		t.Fatalf("report %+v", report)
 	}
-	arr := s.arrivalsOf(methodGenerate)
-	if len(arr) != 2 || len(arr[0].MD.Get(retry.HedgeHeader)) != 0 ||
-		fmt.Sprint(arr[1].MD.Get(retry.HedgeHeader)) != "[1]" || fmt.Sprint(arr[1].MD.Get(retry.PreviousAttemptsHeader)) != "[1]" {
-		t.Fatalf("attempt headers: %v", arr)
+	// On a busy machine the hedge may even reach the server first.
+	var hedges []string
+	for _, a := range s.arrivalsOf(methodGenerate) {
+		hedges = append(hedges, fmt.Sprint(a.MD.Get(retry.HedgeHeader))+fmt.Sprint(a.MD.Get(retry.PreviousAttemptsHeader)))
+	}
+	slices.Sort(hedges)
+	if !slices.Equal(hedges, []string{"[1][1]", "[][]"}) {
+		t.Fatalf("attempt headers (hedge, previous attempts): %v", hedges)
 	}
 }
 
@@ -152,7 +157,7 @@ func TestHedgeNotSentWhenTheFirstAnswersInTime(t *testing.T) {
 func TestHedgeFatalCodeEndsTheCall(t *testing.T) {
 	script := &attemptScript{script: []func(context.Context, *inferencev1.GenerateRequest) (*inferencev1.GenerateResponse, error){hang, failWith(codes.InvalidArgument)}}
 	s := &stubServer{GenerateF: script.handler}
-	c := dial(t, s, hedgePolicy(20*time.Millisecond, 4))
+	c := dial(t, s, hedgePolicy(20*time.Millisecond, 2))
 	_, err := c.Generate(callCtx(t, 30*time.Second), &inferencev1.GenerateRequest{Prompt: "p"})
 	if e := retryErr(t, err); status.Code(err) != codes.InvalidArgument || e.Reason != retry.StopPermanent || e.Attempts != 2 {
 		t.Fatalf("got %v (%v, %d attempts), want InvalidArgument, StopPermanent after 2", err, e.Reason, e.Attempts)

@@ -63,13 +63,15 @@ func Stream(d Decider) grpc.StreamClientInterceptor {
 		if !retry {
 			return streamer(ctx, desc, cc, method, opts...)
 		}
+		if s.call.Hedging {
+			return newHedgeStream(ctx, d, desc, cc, method, streamer, opts, s.call)
+		}
 		if s.call.Timeout > 0 {
 			// The call's timeout ends with the call; the stream lives on
 			// after this function returns, so its cancel runs at the end.
 			s.ctx, s.cancelTimeout = context.WithTimeout(ctx, s.call.Timeout)
 		}
 		s.opts.attempt = s.optsBuf[:0]
-		s.call.Hedging = false // streams are retried; hedged streams are not supported yet
 		s.opts.sort(opts, nil, nil, false)
 		s.opts.applyTo(&s.call)
 		// Every attempt tells the stream when it ends, so that the call's

@@ -1,0 +1,654 @@
+package interceptor
+
+import (
+	"context"
+	"io"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/emptypb"
+)
+
+// Hedged streams.
+//
+// A hedged stream starts its first attempt at once and another each time
+// the hedge delay passes without a winner (or at once when an attempt
+// fails and the Decider allows another). The first attempt to deliver a
+// response message wins: the stream commits to it, the others are
+// cancelled, and from then on the stream is that attempt. Response headers
+// alone do not commit a hedged stream: many servers send them before any
+// work (an inference server flushes them before the first token), and the
+// slow part a hedge races is the first message.
+//
+// Until it commits, every message the caller sends goes to every attempt in
+// flight, one after another, and is kept (within Call.MaxReplayBytes) to be
+// replayed, with CloseSend, onto each new hedge. Once the kept messages
+// outgrow the buffer no further hedge is sent; the attempts in flight go on.
+//
+// Receiving: the race for the first message starts at the caller's first
+// RecvMsg, which tells the message type; each attempt then has a goroutine
+// that receives its first message into a message of its own, and the
+// winner's is handed to the caller. A caller that asks for Header before
+// any message commits the stream to the first attempt whose headers arrive
+// (it asked for one attempt's headers); Trailer and Context commit it to
+// the first attempt in flight, as they commit a retried stream.
+
+// streamHedge is one attempt of a hedged stream.
+type streamHedge struct {
+	attempt
+	n         int
+	receiving bool // a goroutine receives this attempt's first message
+	watching  bool // a goroutine waits for this attempt's headers
+	ended     bool // the attempt failed (or lost)
+	first     any  // the first message, if this attempt won by delivering it
+	start     time.Time
+}
+
+// hedgeStream is the grpc.ClientStream of a hedged call.
+type hedgeStream struct {
+	d        Decider
+	ctx      context.Context // the caller's, bounded by Call.Timeout
+	cancelTO context.CancelFunc
+	callCtx  context.Context
+	desc     *grpc.StreamDesc
+	cc       *grpc.ClientConn
+	method   string
+	streamer grpc.Streamer
+	opts     callOptions
+	call     Call
+
+	recvMu sync.Mutex // serialises the caller's RecvMsg
+	sendMu sync.Mutex // serialises sends: the caller's, and replays onto new hedges
+
+	committed atomic.Bool
+	finished  atomic.Bool
+
+	mu          sync.Mutex
+	attempts    []*streamHedge
+	live        int // attempts in flight
+	winner      *streamHedge
+	done        bool
+	final       error // once done: io.EOF for success
+	last        error // the last attempt's error
+	replay      []any
+	replayBytes int
+	overflow    bool // the kept messages outgrew the buffer: no more hedges
+	closeSent   bool
+	responded   bool
+	msgType     protoreflect.MessageType // learned from the caller's first RecvMsg
+	headerRace  bool                     // the caller asked for headers before a winner
+	endPending  bool                     // the call ended: unlock reports it
+	timer       *time.Timer
+	armed       bool
+	wake        chan struct{} // closed and replaced on every change of state
+	targets     []*streamHedge
+}
+
+func newHedgeStream(ctx context.Context, d Decider, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts []grpc.CallOption, call Call) (grpc.ClientStream, error) {
+	s := &hedgeStream{d: d, ctx: ctx, desc: desc, cc: cc, method: method, streamer: streamer, call: call, wake: make(chan struct{})}
+	if s.call.Timeout > 0 {
+		s.ctx, s.cancelTO = context.WithTimeout(ctx, s.call.Timeout)
+	}
+	s.opts.sort(opts, nil, nil, false)
+	s.opts.applyTo(&s.call)
+	s.opts.attempt = append(s.opts.attempt, grpc.OnFinish(s.attemptFinished))
+	s.callCtx = callContext(s.ctx, &s.call)
+	s.timer = time.AfterFunc(time.Hour, s.fire)
+	s.timer.Stop()
+	s.mu.Lock()
+	s.call.Attempts = 1
+	s.mu.Unlock()
+	s.sendMu.Lock()
+	s.openAttempt(1, false)
+	s.sendMu.Unlock()
+	s.mu.Lock()
+	defer s.unlock()
+	if s.done && s.final != io.EOF {
+		return nil, s.final
+	}
+	return s, nil
+}
+
+// openAttempt opens attempt n and replays the kept messages onto it. The
+// caller holds sendMu (not mu).
+func (s *hedgeStream) openAttempt(n int, alone bool) {
+	a := &streamHedge{n: n}
+	timeout := s.call.AttemptTimeout
+	ctx, cancel := context.WithCancel(attemptMetadataFor(s.callCtx, n))
+	a.cancel = cancel
+	if timeout > 0 {
+		a.timer = time.AfterFunc(timeout, func() {
+			if a.state.CompareAndSwap(timing, timedOut) {
+				a.cancel()
+			}
+		})
+	}
+	if s.call.Timed {
+		a.start = time.Now()
+	}
+	if alone && n > 1 && s.call.ConnectWait > 0 {
+		waitReady(ctx, s.cc, s.call.ConnectWait)
+	}
+	cs, err := s.streamer(ctx, s.desc, s.cc, s.method, s.opts.attempt...)
+	if err != nil {
+		a.stop()
+		s.mu.Lock()
+		defer s.unlock()
+		s.failedLocked(a, a.convert(err, timeout), nil, false)
+		s.signalLocked()
+		return
+	}
+	a.cs = cs
+	s.mu.Lock()
+	if s.done || s.committed.Load() {
+		s.mu.Unlock()
+		a.stop() // the call was decided while this attempt opened
+		return
+	}
+	msgs := slices.Clone(s.replay)
+	closeSent := s.closeSent
+	s.attempts = append(s.attempts, a)
+	s.live++
+	s.startWatchersLocked(a)
+	if n < s.call.MaxAttempts && s.call.HedgeDelay >= 0 && !s.overflow {
+		s.armLocked(s.call.HedgeDelay)
+	}
+	s.signalLocked()
+	s.mu.Unlock()
+	for _, m := range msgs {
+		if err := cs.SendMsg(m); err != nil {
+			s.sendFailed(a, err)
+			return
+		}
+	}
+	if closeSent {
+		cs.CloseSend()
+	}
+}
+
+// startWatchersLocked starts, for a, the goroutines the caller's wishes
+// need: a receiver once the message type is known, a header watcher if
+// the caller asked for headers. The caller holds mu.
+func (s *hedgeStream) startWatchersLocked(a *streamHedge) {
+	if a.ended {
+		return
+	}
+	if s.msgType != nil && !a.receiving {
+		a.receiving = true
+		go s.receiveFirst(a, s.msgType.New().Interface())
+	}
+	if s.headerRace && !a.watching {
+		a.watching = true
+		go s.watchHeader(a)
+	}
+}
+
+// receiveFirst receives a's first message into m, and settles the race.
+func (s *hedgeStream) receiveFirst(a *streamHedge, m any) {
+	err := a.cs.RecvMsg(m)
+	s.mu.Lock()
+	defer s.unlock()
+	a.receiving = false
+	switch {
+	case a == s.winner && err == nil:
+		a.first = m // committed to a by its headers meanwhile: the caller gets the message
+	case a == s.winner:
+		// Committed to a by its headers meanwhile: the caller's RecvMsg
+		// receives the end itself.
+	case a.ended || s.done || s.committed.Load():
+		// A loser: its message, if any, is discarded.
+	case err == nil:
+		a.first = m
+		s.responded = true
+		s.commitLocked(a)
+	case err == io.EOF && s.desc.ServerStreams:
+		s.commitLocked(a) // a stream that ended with no message, and OK
+	default:
+		if err == io.EOF {
+			err = status.Error(codes.Unavailable, "retry: stream ended without its response message")
+		}
+		s.failedLocked(a, a.convert(err, s.call.AttemptTimeout), a.cs.Trailer(), a.local || localError(err))
+	}
+	s.signalLocked()
+}
+
+// watchHeader waits for a's headers; the first attempt to deliver them
+// wins while the caller waits in Header.
+func (s *hedgeStream) watchHeader(a *streamHedge) {
+	md, _ := a.cs.Header()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a.watching = false
+	if a.ended || s.done || s.committed.Load() {
+		return
+	}
+	if md != nil {
+		s.commitLocked(a)
+		s.signalLocked()
+		return
+	}
+	if a.receiving {
+		return // the receiver learns how the attempt ended
+	}
+	// The attempt ended without headers and nobody receives from it: it
+	// sent no message either, so RecvMsg returns its status at once.
+	a.receiving = true
+	go s.receiveFirst(a, new(emptypb.Empty))
+}
+
+// commitLocked makes a the winner and cancels the others. The caller holds
+// mu.
+func (s *hedgeStream) commitLocked(a *streamHedge) {
+	s.winner = a
+	a.answer()
+	s.committed.Store(true)
+	s.disarmLocked()
+	for _, o := range s.attempts {
+		if o != a && !o.ended {
+			o.ended = true
+			o.stop()
+			s.live--
+		}
+	}
+	clear(s.replay)
+	s.replay = nil
+	if s.call.Timed {
+		s.call.Elapsed = time.Since(a.start)
+	}
+}
+
+// failedLocked handles attempt a's failure (a nil a: an attempt that could
+// not be opened). The caller holds mu.
+func (s *hedgeStream) failedLocked(a *streamHedge, err error, trailer metadata.MD, local bool) {
+	n := s.call.Attempts
+	var elapsed time.Duration
+	if a != nil {
+		n = a.n
+		if !a.ended {
+			a.ended = true
+			a.stop()
+			if a.cs != nil {
+				s.live--
+			}
+		}
+		if s.call.Timed {
+			elapsed = time.Since(a.start)
+		}
+	}
+	s.last = err
+	delay, final := s.d.Failed(s.ctx, &s.call, Outcome{
+		Err:       err,
+		Trailer:   trailer,
+		Local:     local,
+		Committed: s.overflow, // the kept messages cannot be replayed onto a new attempt
+		Attempt:   n,
+		Alone:     s.live == 0,
+		Elapsed:   elapsed,
+	})
+	switch {
+	case final != nil:
+		s.endLocked(final)
+	case delay >= 0 && !s.overflow:
+		s.armLocked(delay)
+	default:
+		s.disarmLocked()
+		if s.live == 0 {
+			s.endLocked(err) // the Decider broke its contract; keep the attempt's error
+		}
+	}
+}
+
+func (s *hedgeStream) armLocked(d time.Duration) {
+	s.timer.Reset(max(d, 0))
+	s.armed = true
+}
+
+func (s *hedgeStream) disarmLocked() {
+	if s.armed {
+		s.timer.Stop()
+		s.armed = false
+	}
+}
+
+// fire sends a hedge when the timer goes off.
+func (s *hedgeStream) fire() {
+	s.mu.Lock()
+	if !s.armed || s.done || s.committed.Load() {
+		s.mu.Unlock()
+		return
+	}
+	s.armed = false
+	alone := s.live == 0
+	if s.overflow {
+		s.mu.Unlock()
+		return
+	}
+	ok, final := s.d.Hedge(s.ctx, &s.call, alone)
+	if !ok {
+		if alone {
+			s.endLocked(final)
+			s.signalLocked()
+		}
+		s.unlock()
+		return
+	}
+	s.call.Attempts++
+	n := s.call.Attempts
+	s.mu.Unlock()
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	s.openAttempt(n, alone)
+}
+
+// endLocked ends the call with outcome (io.EOF for success). The caller
+// holds mu.
+func (s *hedgeStream) endLocked(outcome error) {
+	if s.done {
+		return
+	}
+	s.done = true
+	s.final = outcome
+	s.disarmLocked()
+	for _, a := range s.attempts {
+		if a != s.winner && !a.ended {
+			a.ended = true
+			a.stop()
+			s.live--
+		}
+	}
+	if s.winner != nil {
+		s.winner.stop()
+	}
+	clear(s.replay)
+	s.replay = nil
+	if outcome == io.EOF && s.winner != nil {
+		s.call.Winner = s.winner.n
+	}
+	s.endPending = true // told to the Decider and OnFinish by unlock
+}
+
+// unlock releases mu and, if the call has just ended, tells the Decider and
+// runs the caller's OnFinish callbacks, outside the lock.
+func (s *hedgeStream) unlock() {
+	ended := s.endPending
+	s.endPending = false
+	outcome := s.final
+	s.mu.Unlock()
+	if !ended {
+		return
+	}
+	var err error
+	if outcome != io.EOF {
+		err = outcome
+	}
+	s.d.Done(s.ctx, &s.call, err)
+	if s.cancelTO != nil {
+		s.cancelTO()
+	}
+	if s.finished.CompareAndSwap(false, true) {
+		s.opts.finish(err)
+	}
+}
+
+// signalLocked wakes whoever waits for a change. The caller holds mu.
+func (s *hedgeStream) signalLocked() {
+	close(s.wake)
+	s.wake = make(chan struct{})
+}
+
+// waitLocked waits for a change of state, or the caller's context. It
+// releases and retakes mu.
+func (s *hedgeStream) waitLocked() {
+	w := s.wake
+	s.mu.Unlock()
+	select {
+	case <-w:
+	case <-s.ctx.Done():
+		s.mu.Lock()
+		if !s.done && !s.committed.Load() && s.live == 0 {
+			// Nothing runs and a hedge was to come.
+			_, final := s.d.Failed(s.ctx, &s.call, Outcome{Err: s.last, Unstarted: true, Attempt: s.call.Attempts})
+			s.endLocked(final)
+			s.signalLocked()
+		}
+		s.unlock()
+		<-w // attempts in flight end with the context
+	}
+	s.mu.Lock()
+}
+
+// sendFailed records that a send on a failed.
+func (s *hedgeStream) sendFailed(a *streamHedge, err error) {
+	s.mu.Lock()
+	a.broken = true
+	if err != io.EOF {
+		a.local = true
+	}
+	s.mu.Unlock()
+}
+
+// attemptFinished is every attempt's grpc.OnFinish: when the caller's
+// context ends while nobody receives, the call is over and the caller's
+// OnFinish runs (as gRPC would run it).
+func (s *hedgeStream) attemptFinished(err error) {
+	if s.ctx.Err() == nil {
+		return
+	}
+	s.mu.Lock()
+	clear(s.replay)
+	s.replay = nil
+	s.mu.Unlock()
+	if s.finished.CompareAndSwap(false, true) {
+		s.opts.finish(err)
+	}
+}
+
+func (s *hedgeStream) SendMsg(m any) error {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	s.mu.Lock()
+	if s.done {
+		s.mu.Unlock()
+		return io.EOF
+	}
+	if s.committed.Load() {
+		w := s.winner
+		s.mu.Unlock()
+		return w.cs.SendMsg(m)
+	}
+	if !s.overflow && !s.closeSent {
+		size := messageSize(m)
+		if size < 0 || s.replayBytes+size > s.call.MaxReplayBytes {
+			s.overflow = true // no more hedges: they could not be given this message
+			s.disarmLocked()
+			clear(s.replay)
+			s.replay = nil
+		} else {
+			s.replay = append(s.replay, m)
+			s.replayBytes += size
+		}
+	}
+	s.targets = s.targets[:0]
+	for _, a := range s.attempts {
+		if !a.ended && !a.broken {
+			s.targets = append(s.targets, a)
+		}
+	}
+	s.mu.Unlock()
+	for _, a := range s.targets {
+		if err := a.cs.SendMsg(m); err != nil {
+			s.sendFailed(a, err)
+			if err != io.EOF {
+				return err // the client's own error: every attempt would fail the same way
+			}
+		}
+	}
+	return nil
+}
+
+func (s *hedgeStream) CloseSend() error {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	s.mu.Lock()
+	if s.done {
+		s.mu.Unlock()
+		return nil
+	}
+	if s.committed.Load() {
+		w := s.winner
+		s.mu.Unlock()
+		return w.cs.CloseSend()
+	}
+	s.closeSent = true
+	s.targets = s.targets[:0]
+	for _, a := range s.attempts {
+		if !a.ended && !a.broken {
+			s.targets = append(s.targets, a)
+		}
+	}
+	s.mu.Unlock()
+	for _, a := range s.targets {
+		a.cs.CloseSend()
+	}
+	return nil
+}
+
+func (s *hedgeStream) RecvMsg(m any) error {
+	s.recvMu.Lock()
+	defer s.recvMu.Unlock()
+	s.mu.Lock()
+	for !s.committed.Load() && !s.done {
+		if s.msgType == nil {
+			pm, ok := m.(proto.Message)
+			if !ok {
+				// A hedge cannot receive into a message of its own: race
+				// no more, commit to the first attempt in flight.
+				s.commitFirstLocked()
+				continue
+			}
+			s.msgType = pm.ProtoReflect().Type()
+			for _, a := range s.attempts {
+				s.startWatchersLocked(a)
+			}
+		}
+		s.waitLocked()
+	}
+	for s.winner != nil && s.winner.receiving {
+		s.waitLocked() // the winner's first message is on its way to us
+	}
+	if s.done && (s.winner == nil || s.winner.first == nil) {
+		final := s.final
+		s.unlock()
+		return final
+	}
+	w := s.winner
+	if first := w.first; first != nil {
+		w.first = nil
+		s.mu.Unlock()
+		proto.Reset(m.(proto.Message))
+		proto.Merge(m.(proto.Message), first.(proto.Message))
+		if !s.desc.ServerStreams {
+			s.mu.Lock()
+			s.endLocked(io.EOF) // the one response arrived, with status OK
+			s.unlock()
+		}
+		return nil
+	}
+	s.mu.Unlock()
+	err := w.cs.RecvMsg(m)
+	if err == nil {
+		if !s.desc.ServerStreams {
+			s.mu.Lock()
+			s.endLocked(io.EOF)
+			s.unlock()
+		}
+		return nil
+	}
+	s.mu.Lock()
+	defer s.unlock()
+	if s.done {
+		return s.final
+	}
+	if err == io.EOF {
+		if s.desc.ServerStreams || s.responded {
+			s.endLocked(io.EOF)
+			return io.EOF
+		}
+		err = status.Error(codes.Unavailable, "retry: stream ended without its response message")
+	}
+	s.last = err
+	_, final := s.d.Failed(s.ctx, &s.call, Outcome{Err: w.convert(err, s.call.AttemptTimeout), Trailer: w.cs.Trailer(), Committed: true, Local: localError(err), Attempt: w.n})
+	s.endLocked(final)
+	return final
+}
+
+// commitFirstLocked commits to the first attempt in flight, or, with none,
+// waits for one. The caller holds mu.
+func (s *hedgeStream) commitFirstLocked() {
+	for _, a := range s.attempts {
+		if !a.ended {
+			s.commitLocked(a)
+			s.signalLocked()
+			return
+		}
+	}
+	s.waitLocked()
+}
+
+// Header returns the winner's response headers. Before a winner, it waits
+// for the first attempt whose headers arrive and commits to it.
+func (s *hedgeStream) Header() (metadata.MD, error) {
+	s.mu.Lock()
+	if !s.committed.Load() && !s.done {
+		s.headerRace = true
+		for _, a := range s.attempts {
+			s.startWatchersLocked(a)
+		}
+		for !s.committed.Load() && !s.done {
+			s.waitLocked()
+		}
+	}
+	w := s.winner
+	s.mu.Unlock()
+	if w == nil {
+		return nil, nil // the call ended without a winner: RecvMsg says how
+	}
+	return w.cs.Header()
+}
+
+// committedStream commits to the first attempt in flight, if none won yet,
+// and returns the winner (nil if the call ended without one).
+func (s *hedgeStream) committedStream() *streamHedge {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for !s.committed.Load() && !s.done {
+		s.commitFirstLocked()
+	}
+	return s.winner
+}
+
+// Trailer returns the winner's trailer, committing the stream as a retried
+// stream's Trailer does.
+func (s *hedgeStream) Trailer() metadata.MD {
+	if w := s.committedStream(); w != nil {
+		return w.cs.Trailer()
+	}
+	return nil
+}
+
+// Context returns the winner's stream context, committing the stream as a
+// retried stream's Context does.
+func (s *hedgeStream) Context() context.Context {
+	if w := s.committedStream(); w != nil {
+		return w.cs.Context()
+	}
+	return s.ctx
+}

@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"google.golang.org/grpc/codes"
@@ -101,30 +104,84 @@ func errorText(err error) string {
 // through the interceptor to l, with the message "retry gave up" and the
 // fields of LogRetries up to grpc.error, then
 //
-//	grpc.retry.attempts  int: the attempts made
-//	grpc.retry.class     the last attempt's class
-//	grpc.retry.reason    why retrying stopped, e.g. "retry budget exhausted"
+//	grpc.retry.attempts    int: the attempts made
+//	grpc.retry.class       the last attempt's class
+//	grpc.retry.reason      why retrying stopped, e.g. "retry budget exhausted"
+//	grpc.retry.suppressed  int: give-ups like this one not logged since the
+//	                       last entry (see below)
 //
 // at logging.LevelWarn when a retryable failure was not retried (budget,
-// attempts, deadline, server pushback, committed stream) and at
+// attempts, deadline, server pushback, committed call) and at
 // logging.LevelDebug otherwise (a permanent error, the caller's own
-// cancellation). Like LogRetries it is safe for concurrent use if l is, and
-// panics if l is nil.
+// cancellation).
+//
+// Warnings come in floods when a backend is down: every call of every
+// client gives up for the same reason. So they are aggregated: for each
+// method and reason, at most one warning is logged every 10 seconds (see
+// LogGiveUpsEvery), and it counts in grpc.retry.suppressed the give-ups of
+// that method and reason that were not logged since the previous one. A
+// client at 20 calls/s stopped by its budget logs one line every 10s,
+// not 200. Debug entries are not aggregated.
+//
+// Like LogRetries it is safe for concurrent use if l is, and panics if l is
+// nil.
 func LogGiveUps(l logging.Logger) func(GiveUpEvent) {
+	return LogGiveUpsEvery(l, 10*time.Second)
+}
+
+// LogGiveUpsEvery is LogGiveUps with the warnings of each method and reason
+// logged at most once per every (0: every one, no aggregation).
+func LogGiveUpsEvery(l logging.Logger, every time.Duration) func(GiveUpEvent) {
 	if l == nil {
 		panic("retry.LogGiveUps: nil Logger")
 	}
-	return func(ev GiveUpEvent) {
-		ctx, fields := callFields(ev.Context, ev.Method, ev.Code, ev.Err)
-		fields = append(fields,
-			"grpc.retry.attempts", ev.Attempts,
-			"grpc.retry.class", ev.Class.String(),
-			"grpc.retry.reason", ev.Reason.String(),
-		)
-		level := logging.LevelWarn
-		if ev.Reason == StopPermanent || ev.Reason == StopCanceled {
-			level = logging.LevelDebug
-		}
-		l.Log(ctx, level, "retry gave up", fields.WithUnique(logging.ExtractFields(ctx))...)
+	agg := &giveUpAggregator{every: every, now: time.Now}
+	return func(ev GiveUpEvent) { agg.log(l, ev) }
+}
+
+// giveUpAggregator counts give-ups per method and reason between warnings.
+type giveUpAggregator struct {
+	every time.Duration
+	now   func() time.Time
+	keys  sync.Map // giveUpKey → *giveUpCount
+}
+
+type giveUpKey struct {
+	method string
+	reason StopReason
+}
+
+type giveUpCount struct {
+	next       atomic.Int64 // unix ns before which warnings are counted, not logged
+	suppressed atomic.Int64
+}
+
+func (a *giveUpAggregator) log(l logging.Logger, ev GiveUpEvent) {
+	level := logging.LevelWarn
+	if ev.Reason == StopPermanent || ev.Reason == StopCanceled {
+		level = logging.LevelDebug
 	}
+	var suppressed int64
+	if level == logging.LevelWarn && a.every > 0 {
+		v, ok := a.keys.Load(giveUpKey{ev.Method, ev.Reason})
+		if !ok {
+			v, _ = a.keys.LoadOrStore(giveUpKey{ev.Method, ev.Reason}, new(giveUpCount))
+		}
+		c := v.(*giveUpCount)
+		now := a.now().UnixNano()
+		next := c.next.Load()
+		if now < next || !c.next.CompareAndSwap(next, now+int64(a.every)) {
+			c.suppressed.Add(1)
+			return
+		}
+		suppressed = c.suppressed.Swap(0)
+	}
+	ctx, fields := callFields(ev.Context, ev.Method, ev.Code, ev.Err)
+	fields = append(fields,
+		"grpc.retry.attempts", ev.Attempts,
+		"grpc.retry.class", ev.Class.String(),
+		"grpc.retry.reason", ev.Reason.String(),
+		"grpc.retry.suppressed", int(suppressed),
+	)
+	l.Log(ctx, level, "retry gave up", fields.WithUnique(logging.ExtractFields(ctx))...)
 }

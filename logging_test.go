@@ -187,6 +187,7 @@ func TestLogGiveUps(t *testing.T) {
 			"grpc.retry.attempts", 2,
 			"grpc.retry.class", "transient",
 			"grpc.retry.reason", "max attempts",
+			"grpc.retry.suppressed", 0,
 		}},
 		{logging.LevelDebug, []any{
 			"grpc.component", "client",
@@ -197,6 +198,7 @@ func TestLogGiveUps(t *testing.T) {
 			"grpc.retry.attempts", 1,
 			"grpc.retry.class", "permanent",
 			"grpc.retry.reason", "permanent error",
+			"grpc.retry.suppressed", 0,
 		}},
 	}
 	for i, e := range got {

@@ -94,7 +94,7 @@ func Classify(st *status.Status, trailer metadata.MD) Class {
 }
 
 func isSpentQuota(st *status.Status, trailer metadata.MD) bool {
-	if len(trailer.Get(PushbackTrailer)) > 0 {
+	if len(trailer[PushbackTrailer]) > 0 { // metadata keys are lower-case, as PushbackTrailer
 		return false
 	}
 	quota := false

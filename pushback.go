@@ -35,7 +35,7 @@ type pushback struct {
 // cannot be understood) the result is stop; if both give a delay, the longer
 // one wins, since RetryInfo means "wait at least this long".
 func serverPushback(st *status.Status, trailer metadata.MD) pushback {
-	a := parsePushbackTrailer(trailer.Get(PushbackTrailer))
+	a := parsePushbackTrailer(trailer[PushbackTrailer]) // metadata keys are lower-case, as PushbackTrailer
 	b := parseRetryInfo(st)
 	switch {
 	case a.stop || b.stop:
@@ -93,8 +93,8 @@ func parsePushbackTrailer(values []string) pushback {
 //   - an undecodable RetryInfo, a negative or invalid delay, or more than one
 //     RetryInfo: "do not retry".
 func parseRetryInfo(st *status.Status) pushback {
-	if st == nil {
-		return pushback{}
+	if st == nil || len(st.Details()) == 0 {
+		return pushback{} // (Details allocates nothing for a status without details; Proto clones)
 	}
 	var found pushback
 	seen := false

@@ -5,6 +5,7 @@ import (
 	crand "crypto/rand"
 	"encoding/hex"
 	"errors"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -137,9 +138,23 @@ func (c *compiled) state(call *interceptor.Call) *callState {
 	if s, ok := call.State.(*callState); ok {
 		return s
 	}
-	s := &callState{policy: c}
+	s := callStates.Get().(*callState)
+	s.policy = c
 	call.State = s
 	return s
+}
+
+// callStates pools the decision state of calls that failed at least once:
+// Done returns it.
+var callStates = sync.Pool{New: func() any { return new(callState) }}
+
+// releaseState returns call's decision state, if any, to the pool.
+func releaseState(call *interceptor.Call) {
+	if s, ok := call.State.(*callState); ok {
+		call.State = s.policy
+		*s = callState{}
+		callStates.Put(s)
+	}
 }
 
 // policyOf returns the compiled policy that Begin chose for call.
@@ -294,6 +309,7 @@ func (c *compiled) Done(ctx context.Context, call *interceptor.Call, err error) 
 		c.OnHedge(HedgeEvent{Context: ctx, Method: call.Method, Kind: HedgeWon, Attempt: call.Winner})
 	}
 	s, _ := call.State.(*callState)
+	defer releaseState(call)
 	if c.OnCall == nil && (s == nil || s.report == nil) {
 		return
 	}

@@ -152,6 +152,21 @@ type Policy struct {
 	// and not binary ("-bin" suffix).
 	IdempotencyHeader string
 
+	// StatusOnly makes unary calls cost exactly what a call without the
+	// interceptor costs, for servers that say when to come back in the
+	// status (google.rpc.RetryInfo, which RetryAfter sends). By default
+	// every unary attempt asks gRPC for its response headers and trailer
+	// (grpc.Header and grpc.Trailer), which gRPC copies on every call (4
+	// allocations): the headers tell whether a failure came after the
+	// server started answering (then, as in gRFC A6 and grpc-go, it is not
+	// retried), and the trailer carries grpc-retry-pushback-ms. With
+	// StatusOnly neither is asked for (unless the caller asks, in which
+	// case the interceptor reads the caller's copies), so a
+	// grpc-retry-pushback-ms trailer (DoNotRetry's "-1" included) is not
+	// seen, and a unary failure after response headers is retried like a
+	// trailers-only one. Streams and hedged calls are not affected.
+	StatusOnly bool
+
 	// Hedging, if not nil, makes the policy hedge instead of retry (gRFC
 	// A6: a method does one or the other). See Hedging.
 	Hedging *Hedging

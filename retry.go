@@ -93,6 +93,7 @@ func (c *compiled) Begin(ctx context.Context, method string, opts []grpc.CallOpt
 	call.AttemptTimeout = c.PerAttemptTimeout
 	call.MaxReplayBytes = c.MaxReplayBytes
 	call.ConnectWait = c.connectWait
+	call.StatusOnly = c.StatusOnly
 	if c.Hedging != nil {
 		c.beginHedged(method, call)
 	}

@@ -100,6 +100,8 @@ func clients() []client {
 	noBudget.Budget = retry.NoBudget
 	throttle := zeroWait
 	throttle.Budget = retry.NewThrottle(10, 0.1)
+	statusOnly := zeroWait
+	statusOnly.StatusOnly = true
 	hedged := retry.Policy{Hedging: &retry.Hedging{Delay: time.Hour}}
 	learned := retry.Policy{Hedging: &retry.Hedging{}}
 	mw := []grpcretry.CallOption{
@@ -118,6 +120,7 @@ func clients() []client {
 		ours("ours-default", zeroWait), // default budget
 		ours("ours-nobudget", noBudget),
 		ours("ours-throttle", throttle),
+		ours("ours-statusonly", statusOnly),
 		ours("ours-hedged", hedged),   // a fixed hedge delay no call reaches
 		ours("ours-learned", learned), // a learned hedge delay
 	}

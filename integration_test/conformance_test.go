@@ -447,3 +447,59 @@ func TestNoWaitIsCutByTheDeadline(t *testing.T) {
 }
 
 type promptKey struct{}
+
+// TestStatusOnly: with StatusOnly a unary call reads nothing but the status:
+// RetryInfo is honoured, a pushback trailer is not seen, and a failure after
+// response headers is retried (unless the caller asked for the headers,
+// which the interceptor then reads).
+func TestStatusOnly(t *testing.T) {
+	p := fastPolicy()
+	p.StatusOnly = true
+	t.Run("RetryInfo", func(t *testing.T) {
+		s := &stubServer{}
+		s.GenerateF = func(ctx context.Context, req *inferencev1.GenerateRequest) (*inferencev1.GenerateResponse, error) {
+			if s.attempt(ctx) == 1 {
+				return nil, retry.RetryAfter(ctx, codes.ResourceExhausted, "busy", 150*time.Millisecond)
+			}
+			return reply(req), nil
+		}
+		if _, err := dial(t, s, p).Generate(callCtx(t, 10*time.Second), &inferencev1.GenerateRequest{Prompt: "p"}); err != nil {
+			t.Fatal(err)
+		}
+		if times := s.times(methodGenerate); len(times) != 2 || times[1].Sub(times[0]) < 150*time.Millisecond {
+			t.Fatalf("arrivals %v, want the retry at least 150ms after the first", times)
+		}
+	})
+	t.Run("pushback trailer not seen", func(t *testing.T) {
+		s := &stubServer{}
+		s.GenerateF = func(ctx context.Context, req *inferencev1.GenerateRequest) (*inferencev1.GenerateResponse, error) {
+			if s.attempt(ctx) == 1 {
+				return nil, retry.DoNotRetry(ctx, codes.Unavailable, "draining")
+			}
+			return reply(req), nil
+		}
+		if _, err := dial(t, s, p).Generate(callCtx(t, 10*time.Second), &inferencev1.GenerateRequest{Prompt: "p"}); err != nil {
+			t.Fatalf("%v: the trailer's do-not-retry is not read with StatusOnly", err)
+		}
+		wantCalls(t, s, methodGenerate, 2)
+	})
+	t.Run("headers", func(t *testing.T) {
+		s := &stubServer{}
+		s.GenerateF = func(ctx context.Context, req *inferencev1.GenerateRequest) (*inferencev1.GenerateResponse, error) {
+			if md, _ := metadata.FromIncomingContext(ctx); len(md.Get(retry.PreviousAttemptsHeader)) == 0 {
+				grpc.SendHeader(ctx, metadata.Pairs("x", "y"))
+				return nil, status.Error(codes.Unavailable, "after headers")
+			}
+			return reply(req), nil
+		}
+		c := dial(t, s, p)
+		if _, err := c.Generate(callCtx(t, 10*time.Second), &inferencev1.GenerateRequest{Prompt: "p"}); err != nil {
+			t.Fatalf("%v: without the headers a failure after them is retried", err)
+		}
+		var hdr metadata.MD
+		_, err := c.Generate(callCtx(t, 10*time.Second), &inferencev1.GenerateRequest{Prompt: "q"}, grpc.Header(&hdr))
+		if e := retryErr(t, err); e.Reason != retry.StopCommitted {
+			t.Fatalf("with the caller's grpc.Header: %v, want StopCommitted", err)
+		}
+	})
+}

@@ -69,6 +69,12 @@ type Call struct {
 	// Timed asks the interceptor to measure attempts (Outcome.Elapsed and
 	// Elapsed). Set by Begin.
 	Timed bool
+	// StatusOnly asks the unary interceptor not to capture response headers
+	// and trailers (unless the caller asked for them): a failure then
+	// carries only its status, and a failure after response headers cannot
+	// be told from a trailers-only one (Outcome.Committed stays false).
+	// Set by Begin.
+	StatusOnly bool
 
 	// Target is the target of the channel the call is made on, if known.
 	// Set by the interceptor before Begin.

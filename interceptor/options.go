@@ -93,6 +93,28 @@ func (o *callOptions) sort(opts []grpc.CallOption, ownHeader, ownTrailer *metada
 	}
 }
 
+// clearCaptures empties the captured headers and trailer before an attempt.
+func (o *callOptions) clearCaptures() {
+	if o.header != nil {
+		*o.header = nil
+	}
+	if o.trailer != nil {
+		*o.trailer = nil
+	}
+}
+
+// captured returns the last attempt's captured headers and trailer (nil
+// when not captured).
+func (o *callOptions) captured() (header, trailer metadata.MD) {
+	if o.header != nil {
+		header = *o.header
+	}
+	if o.trailer != nil {
+		trailer = *o.trailer
+	}
+	return header, trailer
+}
+
 // finish runs the caller's grpc.OnFinish callbacks once, with the call's
 // final error (nil on success).
 func (o *callOptions) finish(err error) {

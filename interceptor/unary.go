@@ -70,7 +70,11 @@ func Unary(d Decider) grpc.UnaryClientInterceptor {
 		if _, ok := reply.(proto.Message); c.Hedging && !ok {
 			c.Hedging, c.MaxAttempts = false, 1
 		}
-		u.opts.sort(opts, &u.header, &u.trailer, c.Hedging)
+		if c.StatusOnly && !c.Hedging {
+			u.opts.sort(opts, nil, nil, false)
+		} else {
+			u.opts.sort(opts, &u.header, &u.trailer, c.Hedging)
+		}
 		u.opts.applyTo(c)
 		ctx, cancel := callTimeout(ctx, c)
 		if c.Hedging {
@@ -113,7 +117,7 @@ func (u *unaryCall) attempts(ctx context.Context, d Decider, method string, req,
 		if c.Timed {
 			start = time.Now()
 		}
-		*u.opts.header, *u.opts.trailer = nil, nil
+		u.opts.clearCaptures()
 		err := invoker(actx, method, req, reply, cc, u.opts.attempt...)
 		if cancel != nil {
 			cancel()
@@ -126,10 +130,11 @@ func (u *unaryCall) attempts(ctx context.Context, d Decider, method string, req,
 			return nil
 		}
 		last = err
+		header, trailer := u.opts.captured()
 		delay, final := d.Failed(ctx, c, Outcome{
 			Err:       err,
-			Trailer:   *u.opts.trailer,
-			Committed: *u.opts.header != nil,
+			Trailer:   trailer,
+			Committed: header != nil,
 			Local:     localError(err),
 			Attempt:   c.Attempts,
 			Elapsed:   c.Elapsed,

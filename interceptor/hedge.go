@@ -82,18 +82,16 @@ type hedgeAttempt struct {
 	start   time.Time
 }
 
-// reusable reports whether the state (and its call) can go back to the
-// pool: no timer callback can still run on it.
+// reusable resets the state for another call and reports whether it (and
+// its call) can go back to the pool. A timer callback of this call that is
+// still due finds another box in place and does nothing.
 func (h *hedgeState) reusable() bool {
 	if h.box == nil {
 		return true
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.armed && !h.box.t.Stop() {
-		return false // firing now
-	}
-	h.armed = false
+	h.disarm()
 	h.others = h.others[:0]
 	h.first = hedgeAttempt{}
 	h.winner, h.final, h.last, h.done = nil, nil, nil, nil
@@ -107,9 +105,7 @@ func (u *unaryCall) hedged(ctx context.Context, d Decider, method string, req, r
 	c := &u.call
 	h := &u.hedge
 	if h.box == nil {
-		h.box = &timerBox{h: h}
-		h.box.t = time.AfterFunc(time.Hour, h.box.fire)
-		h.box.t.Stop()
+		h.box = newTimerBox(h)
 	}
 	h.ctx, h.callCtx, h.d, h.u = ctx, callContext(ctx, c), d, u
 	h.method, h.req, h.reply, h.cc, h.invoker = method, req, reply, cc, invoker
@@ -168,23 +164,29 @@ func attemptMetadataFor(ctx context.Context, n int) context.Context {
 // arm sets the timer to send a hedge after d (at once if d ≤ 0). The
 // caller holds h.mu.
 func (h *hedgeState) arm(d time.Duration) {
-	if h.armed && !h.box.t.Stop() {
-		// The timer is firing: let that firing send the hedge, and make a
-		// fresh timer for this one.
-		h.box = &timerBox{h: h}
-		h.box.t = time.AfterFunc(max(d, 0), h.box.fire)
-	} else {
-		h.box.t.Reset(max(d, 0))
-	}
+	h.disarm()
+	h.box.t.Reset(max(d, 0))
 	h.armed = true
 }
 
-// disarm stops the timer. The caller holds h.mu.
+// disarm stops the timer. The caller holds h.mu. A timer that could not be
+// stopped (its callback is due) is replaced, so that the callback, finding
+// the state holding another box, does nothing, even if the state is in use
+// by another call by then.
 func (h *hedgeState) disarm() {
 	if h.armed {
-		h.box.t.Stop()
+		if !h.box.t.Stop() {
+			h.box = newTimerBox(h)
+		}
 		h.armed = false
 	}
+}
+
+func newTimerBox(h *hedgeState) *timerBox {
+	b := &timerBox{h: h}
+	b.t = time.AfterFunc(time.Hour, b.fire)
+	b.t.Stop()
+	return b
 }
 
 // fire sends a hedge, when the timer set by arm goes off.

@@ -1,0 +1,56 @@
+package retry_test
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
+
+	"github.com/seed4f82f287/retry"
+	inferencev1 "github.com/seed4f82f287/retry/gen/inference/v1"
+)
+
+// ExampleHedging hedges a call whose first attempt lands on a straggling
+// replica: after 50ms without an answer a second attempt goes out, its
+// answer wins, and the straggler is cancelled.
+func ExampleHedging() {
+	srv := &exampleServer{generate: func(ctx context.Context, attempt int) (string, error) {
+		if attempt == 1 {
+			<-ctx.Done() // a straggler: answers only when cancelled
+			return "", status.FromContextError(ctx.Err()).Err()
+		}
+		return fmt.Sprintf("answer from attempt %d", attempt), nil
+	}}
+	policy := retry.Policy{
+		MaxAttempts: 2, // the first attempt and one hedge
+		Hedging:     &retry.Hedging{Delay: 50 * time.Millisecond},
+		OnHedge: func(ev retry.HedgeEvent) {
+			fmt.Printf("hedge %d %s\n", ev.Attempt, ev.Kind)
+		},
+	}
+	client, stop := serve(srv, retry.DialOptions(policy)...)
+	defer stop()
+
+	var report retry.CallReport
+	res, err := client.Generate(context.Background(), &inferencev1.GenerateRequest{Prompt: "hi"}, retry.WithReport(&report))
+	fmt.Println(res.GetText(), err)
+	fmt.Printf("attempts %d, winner %d\n", report.Attempts, report.Winner)
+	// Output:
+	// hedge 2 sent
+	// hedge 2 won
+	// answer from attempt 2 <nil>
+	// attempts 2, winner 2
+}
+
+// ExampleHedging_learned learns the hedge delay per method: after a
+// warm-up, a call slower than the 95th percentile of recent calls (with
+// MaxExtraLoad 0.05) sends a hedge.
+func ExampleHedging_learned() {
+	policy := retry.Policy{MaxAttempts: 2, Hedging: &retry.Hedging{MaxExtraLoad: 0.05}}
+	fmt.Println(policy.Validate())
+	_ = grpc.WithChainUnaryInterceptor(retry.Unary(policy))
+	// Output:
+	// <nil>
+}

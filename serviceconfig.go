@@ -143,8 +143,8 @@ func (e *ServiceConfigError) Error() string {
 // methods, as in gRPC: they are not retried (Policy.MaxAttempts 1), and its
 // timeout applies.
 //
-// Status codes are names in any case ("UNAVAILABLE", "unavailable") or
-// numbers (14). Durations are gRPC's JSON form, decimal seconds with up to
+// Status codes are names in any case ("UNAVAILABLE", "unavailable", with a
+// note, as grpc-go accepts only upper case) or numbers (14). Durations are gRPC's JSON form, decimal seconds with up to
 // 9 fractional digits and the suffix "s" ("0.1s", ".1s", "2s"); any other
 // form is an error. Field names are matched regardless of case, as grpc-go
 // does, with a note when they differ from the spec's spelling. Fields that
@@ -634,6 +634,9 @@ func (p *configParser) codes(f field, path string, required bool) (codeSet, erro
 		c, rule := statusCode(e)
 		if rule != "" {
 			return 0, bad(epath, e, rule)
+		}
+		if e.kind == jString && e.text != codeNames[c] {
+			p.note(epath, "read as %q: grpc-go accepts only the upper-case name, and rejects the whole config if given it", codeNames[c])
 		}
 		if c == codes.OK {
 			p.note(epath, "OK is not a failure: listing it has no effect")

@@ -95,7 +95,11 @@ func TestParseServiceConfigRetryPolicy(t *testing.T) {
 			t.Errorf("Classify(%v) = %v, want %v", c, got, want)
 		}
 	}
-	if sc.Notes() == nil || !hasNote(sc, "retryThrottling", "default budget") {
+	if !hasNote(sc, "methodConfig[0].retryPolicy.retryableStatusCodes[1]", `read as "RESOURCE_EXHAUSTED": grpc-go accepts only the upper-case name`) ||
+		hasNote(sc, "methodConfig[0].retryPolicy.retryableStatusCodes[0]", "") || hasNote(sc, "methodConfig[0].retryPolicy.retryableStatusCodes[2]", "") {
+		t.Errorf("notes %q: want one on the lower-case code name only", noteTexts(sc))
+	}
+	if !hasNote(sc, "retryThrottling", "default budget") {
 		t.Errorf("notes %q: want one saying the default budget limits retries", noteTexts(sc))
 	}
 }

@@ -138,6 +138,8 @@ func (e *ServiceConfigError) Error() string {
 //     decimal places, as A6 says; more are truncated, with a note): every
 //     client built from the config gets its own NewThrottle(maxTokens,
 //     tokenRatio), shared by all its routes, as gRPC keeps one per channel.
+//     Calls of methods that no entry matches pass through the interceptors
+//     untouched, so, unlike in gRPC, their successes do not refill it.
 //
 // An entry with neither retryPolicy nor hedgingPolicy still matches its
 // methods, as in gRPC: they are not retried (Policy.MaxAttempts 1), and its

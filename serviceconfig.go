@@ -219,8 +219,8 @@ func (c *ServiceConfig) Routes() Routes {
 	return rs
 }
 
-// Notes returns what the parser clamped, adjusted or ignored, in document
-// order (nil if nothing).
+// Notes returns what the parser clamped, adjusted or ignored, entry by
+// entry in the order of the document (nil if nothing).
 func (c *ServiceConfig) Notes() []Note { return append([]Note(nil), c.notes...) }
 
 // DialOptions returns RoutesDialOptions(c.Routes()): the interceptors of

@@ -177,7 +177,7 @@ func (k nameKind) String() string {
 }
 
 // routeNameRule is the rule a route name must follow.
-const routeNameRule = `must be "/package.Service/Method", "/package.Service/" or "" (the default route), without white space and with no "/" inside service or method`
+const routeNameRule = `must be "/package.Service/Method", "/package.Service/" or "" (the default route), with no "/" inside service or method, and no white space, control characters or invalid UTF-8`
 
 // parseRouteName returns the kind of a route name, and false if it is
 // malformed.
@@ -202,8 +202,8 @@ func parseRouteName(n string) (nameKind, bool) {
 }
 
 // validNamePart reports whether s (a service or a method name) has no
-// slash, white space or control character: such a name could never match
-// a method a client calls.
+// slash, white space, control character or invalid UTF-8: such a name
+// could never match a method a client calls.
 func validNamePart(s string) bool {
 	for _, r := range s {
 		if r == '/' || unicode.IsSpace(r) || unicode.IsControl(r) || r == unicode.ReplacementChar {

@@ -230,6 +230,8 @@ func TestRoutesValidate(t *testing.T) {
 		{"empty service", Routes{{Names: []string{"//M"}}}, 0, "Names[0]", "/package.Service/Method"},
 		{"root", Routes{{Names: []string{"/"}}}, 0, "Names[0]", "/package.Service/Method"},
 		{"space", Routes{{Names: []string{"/pkg.Svc /M"}}}, 0, "Names[0]", "white space"},
+		{"invalid UTF-8", Routes{{Names: []string{"/pkg.Svc/\xff"}}}, 0, "Names[0]", "invalid UTF-8"},
+		{"control character", Routes{{Names: []string{"/pkg.Svc\x00/"}}}, 0, "Names[0]", "control characters"},
 		{"duplicate across routes", Routes{{Names: []string{methodA}}, {Names: []string{methodB, methodA}}}, 1, "Names[1]", "duplicate name, also Routes[0].Names[0]"},
 		{"duplicate default", Routes{{Names: []string{""}}, {Names: []string{""}}}, 1, "Names[0]", "duplicate"},
 		{"duplicate within", Routes{{Names: []string{svcName, svcName}}}, 0, "Names[1]", "duplicate name, also Routes[0].Names[0]"},

@@ -455,7 +455,7 @@ func (p *configParser) name(v *jvalue, path string) (configName, error) {
 			return "", bad(fv.path, fv.val, "must be a JSON string")
 		}
 		if !validNamePart(fv.val.text) {
-			return "", bad(fv.path, fv.val, `must not contain "/", white space or control characters: such a name never matches a method (a service is "package.Service", a method "Method")`)
+			return "", bad(fv.path, fv.val, `must not contain "/", white space, control characters or invalid UTF-8: such a name never matches a method (a service is "package.Service", a method "Method")`)
 		}
 		return fv.val.text, nil
 	}

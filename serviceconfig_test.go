@@ -379,6 +379,8 @@ func TestServiceConfigErrors(t *testing.T) {
 		{`{"methodConfig": [{"name": [{"service": "/pkg.Svc"}]}]}`, "methodConfig[0].name[0].service", `must not contain "/"`},
 		{`{"methodConfig": [{"name": [{"service": "pkg.Svc", "method": "/M"}]}]}`, "methodConfig[0].name[0].method", `must not contain "/"`},
 		{`{"methodConfig": [{"name": [{"service": "pkg.Svc "}]}]}`, "methodConfig[0].name[0].service", "white space"},
+		{"{\"methodConfig\": [{\"name\": [{\"service\": \"pkg.Svc\xff\"}]}]}", "methodConfig[0].name[0].service", "invalid UTF-8"},
+		{`{"methodConfig": [{"name": [{"service": "pkg.Svc", "method": "M\u0000"}]}]}`, "methodConfig[0].name[0].method", "control characters"},
 		{`{"methodConfig": [{"name": [{"service": "s"}, {"service": "s"}]}]}`, "methodConfig[0].name[1]", "duplicate name /s/, also methodConfig[0].name[0]"},
 		{`{"methodConfig": [{"name": [{}]}, {"name": [{"service": ""}]}]}`, "methodConfig[1].name[0]", "duplicate name {} (the default), also methodConfig[0].name[0]"},
 		{mc(`"name": [{"service": "s", "method": ""}]`), "methodConfig[1].name", "duplicate key"},

@@ -55,9 +55,9 @@ type Route struct {
 // interceptors untouched: one attempt, its error unchanged, no timeout.
 //
 // Budget: the routes whose Policy.Budget is nil share one budget, made
-// when the interceptors are (one NewCreditBudget(CreditBudgetConfig{}),
-// the default policy's budget; RoutesDialOptions makes one for both of its
-// interceptors). A route that sets its own Budget uses that one; set the
+// when the interceptors are: the default budget that a Policy with a nil
+// Budget gets (see Policy.Budget), one for all those routes instead of one
+// each; RoutesDialOptions makes one for both of its interceptors. A route that sets its own Budget uses that one; set the
 // same Budget value in several routes to share it between them, or with
 // other clients.
 //

@@ -68,6 +68,17 @@
 // for one call; Policy.IdempotencyHeader sends one key per logical call on
 // every attempt so servers can deduplicate.
 //
+// # One client, many methods
+//
+// Routes gives each method its own policy in one pair of interceptors,
+// matched as gRPC matches a service config's method configs: the exact
+// "/package.Service/Method", then "/package.Service/", then the default
+// "". RoutesDialOptions installs them. ParseServiceConfig reads the same
+// routes from gRPC service-config JSON (retryPolicy, hedgingPolicy,
+// timeout, retryThrottling, as gRFC A6 defines them), with notes on what
+// it clamped or ignored; Explain says which entry applies to a method and
+// why, and the retry-config command prints both.
+//
 // # Concurrency
 //
 // A Policy is a plain value, copied by Unary and Stream; the interceptors

@@ -382,8 +382,10 @@ func TestStreamGenerateFailureAfterTokensNotRetried(t *testing.T) {
 // TestStreamPerAttemptTimeout: for streams PerAttemptTimeout bounds the
 // time until the stream commits, never a committed stream.
 func TestStreamPerAttemptTimeout(t *testing.T) {
-	const timeout = 50 * time.Millisecond
-	const pause = 150 * time.Millisecond // longer than timeout
+	// Long enough that a loaded machine delivers headers sent at once
+	// within the timeout.
+	const timeout = 400 * time.Millisecond
+	const pause = 1200 * time.Millisecond // longer than timeout
 	policy := func(log *hookLog) retry.Policy {
 		p := streamPolicy()
 		p.PerAttemptTimeout = timeout

@@ -19,7 +19,13 @@ import (
 //   - grpc.WithDisableRetry(), which switches off grpc-go's own retry
 //     (configured by a service config's retryPolicy), so that there is one
 //     retry layer and attempts do not multiply. grpc-go's transparent
-//     retry of RPCs that never reached the server application stays on.
+//     retry of RPCs that never reached the server application stays on;
+//   - if p.Metrics is set, grpc.WithStatsHandler with a handler that
+//     counts those transparent retries for grpc.client.call.transparent_retries
+//     (see Metrics). The interceptors then give each call a context of its
+//     own, where the handler finds the call: one allocation per call, plus,
+//     on a client with no other stats handler, the events grpc-go builds
+//     for a stats handler on every attempt.
 //
 // The two interceptors share one compiled policy, hence one Budget: when
 // p.Budget is nil, DialOptions makes one NewRatioBudget(DefaultBudgetRatio,
@@ -38,9 +44,17 @@ import (
 // interceptors are safe for concurrent use.
 func DialOptions(p Policy) []grpc.DialOption {
 	c := mustCompile(p) // applies the defaults once: one Budget for both
-	return []grpc.DialOption{
-		grpc.WithChainUnaryInterceptor(interceptor.Unary(c)),
-		grpc.WithChainStreamInterceptor(interceptor.Stream(c)),
+	unary, stream := interceptor.Unary(c), interceptor.Stream(c)
+	if c.Metrics != nil {
+		unary, stream = countUnary(unary), countStream(stream)
+	}
+	opts := []grpc.DialOption{
+		grpc.WithChainUnaryInterceptor(unary),
+		grpc.WithChainStreamInterceptor(stream),
 		grpc.WithDisableRetry(),
 	}
+	if c.Metrics != nil {
+		opts = append(opts, grpc.WithStatsHandler(transparentRetries{}))
+	}
+	return opts
 }

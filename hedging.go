@@ -123,6 +123,9 @@ func (c *compiled) Hedge(ctx context.Context, call *interceptor.Call, alone bool
 		return refuse(StopDeadline)
 	}
 	event := func(k HedgeKind) {
+		if c.Metrics != nil {
+			c.Metrics.hedge(ctx, call, k)
+		}
 		if c.OnHedge == nil {
 			return
 		}

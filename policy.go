@@ -136,6 +136,14 @@ type Policy struct {
 	// block.
 	OnGiveUp func(GiveUpEvent)
 
+	// Metrics, if set, records per-call retry and hedging metrics through
+	// OpenTelemetry: gRFC A96's grpc.client.call.retries, .hedges,
+	// .transparent_retries and .retry_delay, and counters of budget stops
+	// and hedges (see Metrics and NewMetrics). One Metrics may serve any
+	// number of policies and clients. Nil (the default) records nothing
+	// and costs nothing.
+	Metrics *Metrics
+
 	// Methods scopes the policy to some methods (default: all methods). Each
 	// entry is a full method name "/package.Service/Method" or a service
 	// prefix "/package.Service/". Calls to other methods pass through the

@@ -306,25 +306,35 @@ func (c *compiled) Done(ctx context.Context, call *interceptor.Call, err error) 
 			}
 		}
 	}
-	if call.Hedging && call.Winner > 1 && c.OnHedge != nil {
-		c.OnHedge(HedgeEvent{Context: ctx, Method: call.Method, Kind: HedgeWon, Attempt: call.Winner})
+	if call.Hedging && call.Winner > 1 {
+		if c.Metrics != nil {
+			c.Metrics.hedge(ctx, call, HedgeWon)
+		}
+		if c.OnHedge != nil {
+			c.OnHedge(HedgeEvent{Context: ctx, Method: call.Method, Kind: HedgeWon, Attempt: call.Winner})
+		}
 	}
 	s, _ := call.State.(*callState)
 	defer releaseState(call)
-	if c.OnCall == nil && (s == nil || s.report == nil) {
+	if c.OnCall == nil && c.Metrics == nil && (s == nil || s.report == nil) {
 		return
 	}
 	r := CallReport{Attempts: call.Attempts, Hedged: call.Hedging, Winner: call.Winner, Delay: call.Idle}
 	if s != nil {
 		r.Denied = s.denied
 	}
-	var e *Error
-	if errors.As(err, &e) {
-		r.Reason = e.Reason
+	if err != nil {
+		var e *Error // escapes: declared here so that a success allocates none
+		if errors.As(err, &e) {
+			r.Reason = e.Reason
+		}
 	}
 	r.Code = status.Code(err)
 	if s != nil && s.report != nil {
 		*s.report = r
+	}
+	if c.Metrics != nil {
+		c.Metrics.callEnded(ctx, call, &r, err != nil)
 	}
 	if c.OnCall != nil {
 		c.OnCall(CallEvent{Context: ctx, Method: call.Method, Target: call.Target, StaticMethod: call.Static, Err: err, CallReport: r})

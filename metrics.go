@@ -1,0 +1,268 @@
+package retry
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/stats"
+
+	"github.com/seed4f82f287/retry/interceptor"
+)
+
+// meterName is the instrumentation scope of the instruments of Metrics.
+const meterName = "github.com/seed4f82f287/retry"
+
+// Bucket boundaries given to the SDK as advice (a View overrides them).
+var (
+	// retryBounds are gRFC A96's for grpc.client.call.retries and
+	// grpc.client.call.hedges.
+	retryBounds = []float64{1, 2, 3, 4, 5}
+	// transparentRetryBounds are gRFC A96's for
+	// grpc.client.call.transparent_retries.
+	transparentRetryBounds = []float64{1, 2, 3, 4, 5, 10}
+	// latencyBounds are gRFC A66's latency buckets, in seconds, which A96
+	// recommends for grpc.client.call.retry_delay.
+	latencyBounds = []float64{0, 0.00001, 0.00005, 0.0001, 0.0003, 0.0006,
+		0.0008, 0.001, 0.002, 0.003, 0.004, 0.005, 0.006, 0.008, 0.01, 0.013,
+		0.016, 0.02, 0.025, 0.03, 0.04, 0.05, 0.065, 0.08, 0.1, 0.13, 0.16,
+		0.2, 0.25, 0.3, 0.4, 0.5, 0.65, 0.8, 1, 2, 5, 10, 20, 50, 100}
+)
+
+// Metrics records what retrying and hedging do, per call, through an
+// OpenTelemetry MeterProvider: the per-call retry instruments of gRFC A96,
+// with gRPC's own names (grpc-go does not emit them), and counters of
+// budget stops and hedges of this package's own. Set it as Policy.Metrics.
+//
+//	name                                  type       unit                 recorded, once per call
+//	grpc.client.call.retries              histogram  {retry}              attempts − 1, for a retried call; never 0
+//	grpc.client.call.hedges               histogram  {hedge}              attempts − 1, for a hedged call; never 0
+//	grpc.client.call.transparent_retries  histogram  {transparent_retry}  grpc-go's transparent retries; never 0 (DialOptions only)
+//	grpc.client.call.retry_delay          histogram  s                    CallReport.Delay, for a call that made more than one attempt or waited to
+//	retry.client.budget_stops             counter    {call}               +1 for a call that failed because the budget refused a retry or hedge (StopBudget)
+//	retry.client.hedges.sent              counter    {hedge}              +1 for each hedge sent
+//	retry.client.hedges.won               counter    {hedge}              +1 for each hedge whose answer was the call's
+//	retry.client.hedges.denied            counter    {hedge}              +1 for each hedge the budget or the MaxExtraLoad guard refused
+//
+// The histograms carry gRFC A96's recommended bucket boundaries as advice:
+// [1 2 3 4 5] for retries and hedges, [1 2 3 4 5 10] for transparent
+// retries, and gRFC A66's latency buckets (0 to 100 s) for retry_delay. A
+// call of one attempt that did not wait records nothing.
+//
+// Every instrument has two attributes, as gRPC's per-call metrics (gRFC
+// A66): grpc.method, the full method name without its leading slash
+// ("inference.v1.InferenceService/Generate") for calls made by generated
+// code (which pass grpc.StaticMethod) and "other" for any other call, so
+// that a client that forwards arbitrary method names cannot make the
+// metrics' cardinality grow without bound; and grpc.target, the target the
+// client was created with (grpc.ClientConn.Target). The attribute sets are
+// made once per method and target and reused.
+//
+// grpc.client.call.transparent_retries counts the attempts that grpc-go
+// itself retried because they never reached the server application (gRPC's
+// transparent retry, which stays on under grpc.WithDisableRetry). grpc-go
+// reports them only to a stats.Handler, so they are counted only on clients
+// set up with DialOptions, which then adds a stats handler of its own (see
+// DialOptions); with Unary and Stream the instrument records nothing.
+//
+// Calls that a policy leaves alone (Policy.Methods, Disable) are not
+// measured, as they do not reach Policy.OnCall. The instruments are
+// created by NewMetrics; a Metrics is safe for concurrent use and may be
+// shared by any number of policies and clients.
+type Metrics struct {
+	retries      metric.Int64Histogram
+	hedges       metric.Int64Histogram
+	transparent  metric.Int64Histogram
+	delay        metric.Float64Histogram
+	budgetStops  metric.Int64Counter
+	hedgesSent   metric.Int64Counter
+	hedgesWon    metric.Int64Counter
+	hedgesDenied metric.Int64Counter
+
+	sets sync.Map // labelKey → *labelSet
+}
+
+// NewMetrics creates the instruments of Metrics with mp's meter named
+// "github.com/seed4f82f287/retry". It returns an error if mp is nil or an
+// instrument cannot be created (the SDK rejects its name, say); the
+// Metrics it returns with such an error is usable, and records what the
+// instruments that were created accept.
+func NewMetrics(mp metric.MeterProvider) (*Metrics, error) {
+	if mp == nil {
+		return nil, errors.New("retry: NewMetrics: nil MeterProvider")
+	}
+	meter := mp.Meter(meterName)
+	m := new(Metrics)
+	var errs [8]error
+	m.retries, errs[0] = meter.Int64Histogram("grpc.client.call.retries",
+		metric.WithUnit("{retry}"),
+		metric.WithDescription("Number of retries during the client call. If there were no retries, 0 is not reported."),
+		metric.WithExplicitBucketBoundaries(retryBounds...))
+	m.transparent, errs[1] = meter.Int64Histogram("grpc.client.call.transparent_retries",
+		metric.WithUnit("{transparent_retry}"),
+		metric.WithDescription("Number of transparent retries during the client call. If there were no transparent retries, 0 is not reported."),
+		metric.WithExplicitBucketBoundaries(transparentRetryBounds...))
+	m.hedges, errs[2] = meter.Int64Histogram("grpc.client.call.hedges",
+		metric.WithUnit("{hedge}"),
+		metric.WithDescription("Number of hedges during the client call. If there were no hedges, 0 is not reported."),
+		metric.WithExplicitBucketBoundaries(retryBounds...))
+	m.delay, errs[3] = meter.Float64Histogram("grpc.client.call.retry_delay",
+		metric.WithUnit("s"),
+		metric.WithDescription("Total time of delay while there is no active attempt during the client call."),
+		metric.WithExplicitBucketBoundaries(latencyBounds...))
+	m.budgetStops, errs[4] = meter.Int64Counter("retry.client.budget_stops",
+		metric.WithUnit("{call}"),
+		metric.WithDescription("Number of client calls that failed because the retry budget refused their next retry or hedge."))
+	m.hedgesSent, errs[5] = meter.Int64Counter("retry.client.hedges.sent",
+		metric.WithUnit("{hedge}"),
+		metric.WithDescription("Number of hedges sent."))
+	m.hedgesWon, errs[6] = meter.Int64Counter("retry.client.hedges.won",
+		metric.WithUnit("{hedge}"),
+		metric.WithDescription("Number of hedges whose answer was the call's."))
+	m.hedgesDenied, errs[7] = meter.Int64Counter("retry.client.hedges.denied",
+		metric.WithUnit("{hedge}"),
+		metric.WithDescription("Number of hedges that were due but refused by the retry budget or the hedge load guard; the attempts in flight went on."))
+	return m, errors.Join(errs[:]...)
+}
+
+// labelKey identifies an attribute set: the grpc.method and grpc.target
+// values.
+type labelKey struct{ method, target string }
+
+// labelSet is an attribute set made into the options the instruments take,
+// so that recording allocates nothing of this package's.
+type labelSet struct {
+	record []metric.RecordOption
+	add    []metric.AddOption
+}
+
+// labels returns the attribute set of call's method and target.
+func (m *Metrics) labels(call *interceptor.Call) *labelSet {
+	k := labelKey{method: "other", target: call.Target}
+	if call.Static {
+		k.method = strings.TrimPrefix(call.Method, "/")
+	}
+	if s, ok := m.sets.Load(k); ok {
+		return s.(*labelSet)
+	}
+	return m.newLabels(k)
+}
+
+func (m *Metrics) newLabels(k labelKey) *labelSet {
+	opt := metric.WithAttributeSet(attribute.NewSet(
+		attribute.String("grpc.method", k.method),
+		attribute.String("grpc.target", k.target),
+	))
+	s, _ := m.sets.LoadOrStore(k, &labelSet{
+		record: []metric.RecordOption{opt},
+		add:    []metric.AddOption{opt},
+	})
+	return s.(*labelSet)
+}
+
+// callEnded records the per-call instruments for a call that ended with r.
+func (m *Metrics) callEnded(ctx context.Context, call *interceptor.Call, r *CallReport, failed bool) {
+	var transparent int64
+	if cc, ok := ctx.Value(callCountersKey{}).(*callCounters); ok {
+		transparent = cc.transparent.Load()
+	}
+	waited := r.Attempts > 1 || r.Delay > 0
+	budgetStop := failed && r.Reason == StopBudget
+	if !waited && transparent == 0 && !budgetStop {
+		return // the success path: nothing to record
+	}
+	l := m.labels(call)
+	if r.Attempts > 1 {
+		if r.Hedged {
+			m.hedges.Record(ctx, int64(r.Attempts-1), l.record...)
+		} else {
+			m.retries.Record(ctx, int64(r.Attempts-1), l.record...)
+		}
+	}
+	if transparent > 0 {
+		m.transparent.Record(ctx, transparent, l.record...)
+	}
+	if waited {
+		m.delay.Record(ctx, r.Delay.Seconds(), l.record...)
+	}
+	if budgetStop {
+		m.budgetStops.Add(ctx, 1, l.add...)
+	}
+}
+
+// hedge counts a hedge sent, won or denied.
+func (m *Metrics) hedge(ctx context.Context, call *interceptor.Call, k HedgeKind) {
+	var c metric.Int64Counter
+	switch k {
+	case HedgeSent:
+		c = m.hedgesSent
+	case HedgeWon:
+		c = m.hedgesWon
+	case HedgeDenied:
+		c = m.hedgesDenied
+	default:
+		return
+	}
+	c.Add(ctx, 1, m.labels(call).add...)
+}
+
+// callCounters is the context of a call made through DialOptions' interceptors
+// when its policy has Metrics: the stats handler that DialOptions adds finds
+// it in the context of each of the call's attempts, and counts there the
+// transparent retries that grpc-go makes under them. Being the context
+// itself, it costs one allocation per call.
+type callCounters struct {
+	context.Context
+	transparent atomic.Int64
+}
+
+type callCountersKey struct{}
+
+func (c *callCounters) Value(key any) any {
+	if key == (callCountersKey{}) {
+		return c
+	}
+	return c.Context.Value(key)
+}
+
+// countUnary returns next, with each call's context made a callCounters.
+func countUnary(next grpc.UnaryClientInterceptor) grpc.UnaryClientInterceptor {
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		return next(&callCounters{Context: ctx}, method, req, reply, cc, invoker, opts...)
+	}
+}
+
+// countStream returns next, with each stream's context made a callCounters.
+func countStream(next grpc.StreamClientInterceptor) grpc.StreamClientInterceptor {
+	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		return next(&callCounters{Context: ctx}, desc, cc, method, streamer, opts...)
+	}
+}
+
+// transparentRetries is the stats.Handler that counts grpc-go's transparent
+// retries into the callCounters of the attempt's context. It ignores every
+// other event, and attempts of calls made without a callCounters.
+type transparentRetries struct{}
+
+func (transparentRetries) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context {
+	return ctx
+}
+
+func (transparentRetries) HandleRPC(ctx context.Context, s stats.RPCStats) {
+	if b, ok := s.(*stats.Begin); ok && b.IsTransparentRetryAttempt {
+		if c, ok := ctx.Value(callCountersKey{}).(*callCounters); ok {
+			c.transparent.Add(1)
+		}
+	}
+}
+
+func (transparentRetries) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context {
+	return ctx
+}
+
+func (transparentRetries) HandleConn(context.Context, stats.ConnStats) {}

@@ -44,8 +44,15 @@ import (
 // interceptors are safe for concurrent use.
 func DialOptions(p Policy) []grpc.DialOption {
 	c := mustCompile(p) // applies the defaults once: one Budget for both
-	unary, stream := interceptor.Unary(c), interceptor.Stream(c)
-	if c.Metrics != nil {
+	return dialOptions(c, c.Metrics != nil)
+}
+
+// dialOptions returns the options of DialOptions for d: with metrics, the
+// interceptors give each call a callCounters context and a stats handler
+// counts grpc-go's transparent retries into it.
+func dialOptions(d interceptor.Decider, metrics bool) []grpc.DialOption {
+	unary, stream := interceptor.Unary(d), interceptor.Stream(d)
+	if metrics {
 		unary, stream = countUnary(unary), countStream(stream)
 	}
 	opts := []grpc.DialOption{
@@ -53,7 +60,7 @@ func DialOptions(p Policy) []grpc.DialOption {
 		grpc.WithChainStreamInterceptor(stream),
 		grpc.WithDisableRetry(),
 	}
-	if c.Metrics != nil {
+	if metrics {
 		opts = append(opts, grpc.WithStatsHandler(transparentRetries{}))
 	}
 	return opts

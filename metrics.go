@@ -68,7 +68,8 @@ var (
 // transparent retry, which stays on under grpc.WithDisableRetry). grpc-go
 // reports them only to a stats.Handler, so they are counted only on clients
 // set up with DialOptions, which then adds a stats handler of its own (see
-// DialOptions); with Unary and Stream the instrument records nothing.
+// DialOptions and RoutesDialOptions); with Unary and Stream (and
+// RoutesUnary and RoutesStream) the instrument records nothing.
 //
 // Calls that a policy leaves alone (Policy.Methods, Disable) are not
 // measured, as they do not reach Policy.OnCall. The instruments are
@@ -242,6 +243,21 @@ func countStream(next grpc.StreamClientInterceptor) grpc.StreamClientInterceptor
 	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 		return next(&callCounters{Context: ctx}, desc, cc, method, streamer, opts...)
 	}
+}
+
+// metrics reports whether the policy of some route has Metrics.
+func (d *router) metrics() bool {
+	if d.def != nil && d.def.Metrics != nil {
+		return true
+	}
+	for _, m := range []map[string]*compiled{d.exact, d.service} {
+		for _, c := range m {
+			if c.Metrics != nil {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // transparentRetries is the stats.Handler that counts grpc-go's transparent

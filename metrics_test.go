@@ -266,31 +266,46 @@ func TestMetricsNonStaticMethod(t *testing.T) {
 	})
 }
 
-// TestMetricsStream: a stream retried before it commits records its retries
-// when it ends.
+// TestMetricsStream: a stream retried (or hedged) before it commits records
+// its retries (or hedges) when it ends.
 func TestMetricsStream(t *testing.T) {
-	m := newMeter(t)
-	srv := &exampleServer{
-		streamGenerate: func(s grpc.ServerStreamingServer[inferencev1.StreamGenerateResponse], attempt int) error {
-			if attempt == 1 {
-				return status.Error(codes.Unavailable, "not yet")
-			}
-			return sendTokens(s, "x")
-		},
-	}
-	client := start(t, srv, retry.DialOptions(fastPolicy(m))...)
-	stream, err := client.StreamGenerate(context.Background(), &inferencev1.StreamGenerateRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := recvAll(stream); err != nil {
-		t.Fatal(err)
-	}
 	const label = "inference.v1.InferenceService/StreamGenerate"
-	checkPoints(t, m.collect(t), map[string][]point{
-		instRetries: {{Method: label, Target: bufTarget, Count: 1, Sum: 1}},
-		instDelay:   {{Method: label, Target: bufTarget, Count: 1, Sum: -1}},
-	})
+	for _, hedged := range []bool{false, true} {
+		t.Run(fmt.Sprint("hedged=", hedged), func(t *testing.T) {
+			m := newMeter(t)
+			srv := &exampleServer{
+				streamGenerate: func(s grpc.ServerStreamingServer[inferencev1.StreamGenerateResponse], attempt int) error {
+					if attempt == 1 {
+						return status.Error(codes.Unavailable, "not yet")
+					}
+					return sendTokens(s, "x")
+				},
+			}
+			p := fastPolicy(m)
+			want := map[string][]point{
+				instRetries: {{Method: label, Target: bufTarget, Count: 1, Sum: 1}},
+				instDelay:   {{Method: label, Target: bufTarget, Count: 1, Sum: -1}},
+			}
+			if hedged {
+				p.Hedging = &retry.Hedging{Delay: time.Hour} // hedges only replace failures
+				want = map[string][]point{
+					instHedges:     {{Method: label, Target: bufTarget, Count: 1, Sum: 1}},
+					instDelay:      {{Method: label, Target: bufTarget, Count: 1, Sum: -1}},
+					instHedgesSent: {{Method: label, Target: bufTarget, Sum: 1}},
+					instHedgesWon:  {{Method: label, Target: bufTarget, Sum: 1}},
+				}
+			}
+			client := start(t, srv, retry.DialOptions(p)...)
+			stream, err := client.StreamGenerate(context.Background(), &inferencev1.StreamGenerateRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tokens, err := recvAll(stream); err != nil || len(tokens) != 1 {
+				t.Fatalf("recvAll = %v, %v", tokens, err)
+			}
+			checkPoints(t, m.collect(t), want)
+		})
+	}
 }
 
 // TestMetricsBudgetStop: a call whose retry the budget refuses counts one

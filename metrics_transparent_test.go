@@ -135,12 +135,30 @@ func serveH2(conn net.Conn, script func(n int) h2Action) error {
 // streams are counted per call, over all of the call's attempts, apart from
 // the call's own retries.
 func TestMetricsTransparentRetries(t *testing.T) {
+	withPolicy := func(m *meter) []grpc.DialOption { return retry.DialOptions(fastPolicy(m)) }
+	withRoutes := func(m *meter) []grpc.DialOption {
+		return retry.RoutesDialOptions(retry.Routes{
+			{Names: []string{methodGenerate}, Policy: fastPolicy(m)},
+			{Names: []string{""}, Policy: retry.Policy{MaxAttempts: 1}}, // no metrics
+		})
+	}
 	for _, tc := range []struct {
 		name   string
+		dial   func(*meter) []grpc.DialOption
 		script []h2Action
 		want   func(target string) map[string][]point
 	}{{
 		name:   "one attempt",
+		dial:   withPolicy,
+		script: []h2Action{h2Refuse, h2OK},
+		want: func(target string) map[string][]point {
+			return map[string][]point{
+				instTransparent: {{Method: generateLabel, Target: target, Count: 1, Sum: 1}},
+			}
+		},
+	}, {
+		name:   "routes",
+		dial:   withRoutes,
 		script: []h2Action{h2Refuse, h2OK},
 		want: func(target string) map[string][]point {
 			return map[string][]point{
@@ -149,6 +167,7 @@ func TestMetricsTransparentRetries(t *testing.T) {
 		},
 	}, {
 		name:   "retried",
+		dial:   withPolicy,
 		script: []h2Action{h2Refuse, h2Unavailable, h2Refuse, h2OK},
 		want: func(target string) map[string][]point {
 			return map[string][]point{
@@ -167,7 +186,7 @@ func TestMetricsTransparentRetries(t *testing.T) {
 				return tc.script[n-1]
 			})
 			target := "passthrough:///" + addr
-			cc, err := grpc.NewClient(target, append(retry.DialOptions(fastPolicy(m)),
+			cc, err := grpc.NewClient(target, append(tc.dial(m),
 				grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 			if err != nil {
 				t.Fatal(err)

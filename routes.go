@@ -127,16 +127,15 @@ func RoutesStream(r Routes) grpc.StreamClientInterceptor {
 //	conn, err := grpc.NewClient(target, append(retry.RoutesDialOptions(routes),
 //		grpc.WithTransportCredentials(creds))...)
 //
+// If a route's policy has Metrics, it also adds the stats handler that
+// counts grpc-go's transparent retries, as DialOptions does.
+//
 // It panics with a *RouteError if r is invalid. It copies r: changing r
 // afterwards has no effect. retry.DialOptions(policy) is the same for a
 // single policy.
 func RoutesDialOptions(r Routes) []grpc.DialOption {
 	d := mustRoute(r)
-	return []grpc.DialOption{
-		grpc.WithChainUnaryInterceptor(interceptor.Unary(d)),
-		grpc.WithChainStreamInterceptor(interceptor.Stream(d)),
-		grpc.WithDisableRetry(),
-	}
+	return dialOptions(d, d.metrics())
 }
 
 func mustRoute(r Routes) *router {

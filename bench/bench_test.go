@@ -9,6 +9,7 @@ import (
 	"time"
 
 	grpcretry "github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/retry"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -104,6 +105,8 @@ func clients() []client {
 	statusOnly.StatusOnly = true
 	hedged := retry.Policy{Hedging: &retry.Hedging{Delay: time.Hour}}
 	learned := retry.Policy{Hedging: &retry.Hedging{}}
+	metrics := noBudget
+	metrics.Metrics = newMetrics()
 	mw := []grpcretry.CallOption{
 		grpcretry.WithMax(4),
 		grpcretry.WithBackoff(func(context.Context, uint) time.Duration { return 0 }),
@@ -123,7 +126,22 @@ func clients() []client {
 		ours("ours-statusonly", statusOnly),
 		ours("ours-hedged", hedged),   // a fixed hedge delay no call reaches
 		ours("ours-learned", learned), // a learned hedge delay
+		// ours-nobudget with Metrics on an OpenTelemetry SDK, set up by
+		// DialOptions: with the stats handler that counts transparent
+		// retries.
+		{"ours-metrics", retry.DialOptions(metrics)},
 	}
+}
+
+// newMetrics returns a Metrics on an OpenTelemetry SDK whose measurements
+// are kept in memory (as by any SDK between two exports).
+func newMetrics() *retry.Metrics {
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+	m, err := retry.NewMetrics(mp)
+	if err != nil {
+		panic(err)
+	}
+	return m
 }
 
 func dial(b *testing.B, srv *server, c client) pb.InferenceServiceClient {
@@ -290,6 +308,8 @@ func BenchmarkInterceptorOnly(b *testing.B) {
 	}
 	noBudget := zeroWait
 	noBudget.Budget = retry.NoBudget
+	withMetrics := noBudget
+	withMetrics.Metrics = newMetrics()
 	mw := grpcretry.UnaryClientInterceptor(grpcretry.WithMax(4), grpcretry.WithCodes(codes.Unavailable, codes.ResourceExhausted))
 	for _, c := range []struct {
 		name string
@@ -301,6 +321,7 @@ func BenchmarkInterceptorOnly(b *testing.B) {
 		{"middleware", mw},
 		{"ours-default", retry.Unary(zeroWait)},
 		{"ours-nobudget", retry.Unary(noBudget)},
+		{"ours-metrics", retry.Unary(withMetrics)},
 	} {
 		b.Run("client="+c.name, func(b *testing.B) {
 			ctx := context.Background()

@@ -3,6 +3,7 @@ package retry
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -36,23 +37,25 @@ var (
 
 // Metrics records what retrying and hedging do, per call, through an
 // OpenTelemetry MeterProvider: the per-call retry instruments of gRFC A96,
-// with gRPC's own names (grpc-go does not emit them), and counters of
-// budget stops and hedges of this package's own. Set it as Policy.Metrics.
+// with gRPC's own names (grpc-go v1.85 does not emit them), and counters
+// of budget stops and hedges of this package's own. Make one with
+// NewMetrics and set it as Policy.Metrics.
 //
-//	name                                  type       unit                 recorded, once per call
-//	grpc.client.call.retries              histogram  {retry}              attempts − 1, for a retried call; never 0
-//	grpc.client.call.hedges               histogram  {hedge}              attempts − 1, for a hedged call; never 0
-//	grpc.client.call.transparent_retries  histogram  {transparent_retry}  grpc-go's transparent retries; never 0 (DialOptions only)
-//	grpc.client.call.retry_delay          histogram  s                    CallReport.Delay, for a call that made more than one attempt or waited to
-//	retry.client.budget_stops             counter    {call}               +1 for a call that failed because the budget refused a retry or hedge (StopBudget)
-//	retry.client.hedges.sent              counter    {hedge}              +1 for each hedge sent
-//	retry.client.hedges.won               counter    {hedge}              +1 for each hedge whose answer was the call's
-//	retry.client.hedges.denied            counter    {hedge}              +1 for each hedge the budget or the MaxExtraLoad guard refused
+//	name                                  type       unit                 recorded
+//	grpc.client.call.retries              histogram  {retry}              attempts − 1, once per retried call; never 0
+//	grpc.client.call.hedges               histogram  {hedge}              attempts − 1, once per hedged call that sent a hedge; never 0
+//	grpc.client.call.transparent_retries  histogram  {transparent_retry}  grpc-go's transparent retries, once per call; never 0 (DialOptions only)
+//	grpc.client.call.retry_delay          histogram  s                    CallReport.Delay, once per call that made more than one attempt or waited to
+//	retry.client.budget_stops             counter    {call}               +1 when a call fails because the budget refused a retry or hedge (StopBudget)
+//	retry.client.hedges.sent              counter    {hedge}              +1 when a hedge is sent
+//	retry.client.hedges.won               counter    {hedge}              +1 when a call ends with a hedge's answer
+//	retry.client.hedges.denied            counter    {hedge}              +1 when the budget or the MaxExtraLoad guard refuses a hedge
 //
-// The histograms carry gRFC A96's recommended bucket boundaries as advice:
-// [1 2 3 4 5] for retries and hedges, [1 2 3 4 5 10] for transparent
-// retries, and gRFC A66's latency buckets (0 to 100 s) for retry_delay. A
-// call of one attempt that did not wait records nothing.
+// The histograms carry gRFC A96's recommended bucket boundaries as advice
+// (a View overrides them): [1 2 3 4 5] for retries and hedges,
+// [1 2 3 4 5 10] for transparent retries, and gRFC A66's latency buckets
+// (0 to 100 s) for retry_delay. A call of one attempt that did not wait,
+// and was not transparently retried, records nothing.
 //
 // Every instrument has two attributes, as gRPC's per-call metrics (gRFC
 // A66): grpc.method, the full method name without its leading slash
@@ -60,22 +63,39 @@ var (
 // code (which pass grpc.StaticMethod) and "other" for any other call, so
 // that a client that forwards arbitrary method names cannot make the
 // metrics' cardinality grow without bound; and grpc.target, the target the
-// client was created with (grpc.ClientConn.Target). The attribute sets are
-// made once per method and target and reused.
+// client was created with (grpc.ClientConn.Target). grpc-go's own metrics
+// use the canonical form of the target ("dns:///host:443" for "host:443"):
+// create clients with a full target URI for the two to agree. The
+// attribute sets are made once per method and target and reused.
 //
 // grpc.client.call.transparent_retries counts the attempts that grpc-go
 // itself retried because they never reached the server application (gRPC's
 // transparent retry, which stays on under grpc.WithDisableRetry). grpc-go
 // reports them only to a stats.Handler, so they are counted only on clients
-// set up with DialOptions, which then adds a stats handler of its own (see
-// DialOptions and RoutesDialOptions); with Unary and Stream (and
+// set up with DialOptions or RoutesDialOptions, which then add a stats
+// handler of their own (see DialOptions); with Unary and Stream (and
 // RoutesUnary and RoutesStream) the instrument records nothing.
 //
-// Calls that a policy leaves alone (Policy.Methods, Disable) are not
-// measured, as they do not reach Policy.OnCall. The instruments are
-// created by NewMetrics; a Metrics is safe for concurrent use and may be
-// shared by any number of policies and clients.
+// Calls that a policy leaves alone (Policy.Methods, Disable, a method no
+// route matches) are not measured, as they do not reach Policy.OnCall. A
+// Metrics is safe for concurrent use and may be shared by any number of
+// policies and clients; the zero Metrics records nothing.
 type Metrics struct {
+	// rec is an *instruments. Being an interface, it keeps the recording
+	// code (and most of OpenTelemetry's attribute package) out of the
+	// binaries of programs that never call NewMetrics.
+	rec recorder
+}
+
+// recorder records the instruments of Metrics.
+type recorder interface {
+	callEnded(ctx context.Context, call *interceptor.Call, r CallReport, failed bool)
+	hedge(ctx context.Context, call *interceptor.Call, k HedgeKind)
+}
+
+// instruments are the instruments of Metrics and the attribute sets made
+// for them.
+type instruments struct {
 	retries      metric.Int64Histogram
 	hedges       metric.Int64Histogram
 	transparent  metric.Int64Histogram
@@ -89,16 +109,14 @@ type Metrics struct {
 }
 
 // NewMetrics creates the instruments of Metrics with mp's meter named
-// "github.com/seed4f82f287/retry". It returns an error if mp is nil or an
-// instrument cannot be created (the SDK rejects its name, say); the
-// Metrics it returns with such an error is usable, and records what the
-// instruments that were created accept.
+// "github.com/seed4f82f287/retry". It returns an error if mp is nil or
+// refuses to create one of the instruments.
 func NewMetrics(mp metric.MeterProvider) (*Metrics, error) {
 	if mp == nil {
 		return nil, errors.New("retry: NewMetrics: nil MeterProvider")
 	}
 	meter := mp.Meter(meterName)
-	m := new(Metrics)
+	m := new(instruments)
 	var errs [8]error
 	m.retries, errs[0] = meter.Int64Histogram("grpc.client.call.retries",
 		metric.WithUnit("{retry}"),
@@ -128,7 +146,10 @@ func NewMetrics(mp metric.MeterProvider) (*Metrics, error) {
 	m.hedgesDenied, errs[7] = meter.Int64Counter("retry.client.hedges.denied",
 		metric.WithUnit("{hedge}"),
 		metric.WithDescription("Number of hedges that were due but refused by the retry budget or the hedge load guard; the attempts in flight went on."))
-	return m, errors.Join(errs[:]...)
+	if err := errors.Join(errs[:]...); err != nil {
+		return nil, fmt.Errorf("retry: NewMetrics: %w", err)
+	}
+	return &Metrics{rec: m}, nil
 }
 
 // labelKey identifies an attribute set: the grpc.method and grpc.target
@@ -143,7 +164,7 @@ type labelSet struct {
 }
 
 // labels returns the attribute set of call's method and target.
-func (m *Metrics) labels(call *interceptor.Call) *labelSet {
+func (m *instruments) labels(call *interceptor.Call) *labelSet {
 	k := labelKey{method: "other", target: call.Target}
 	if call.Static {
 		k.method = strings.TrimPrefix(call.Method, "/")
@@ -154,7 +175,7 @@ func (m *Metrics) labels(call *interceptor.Call) *labelSet {
 	return m.newLabels(k)
 }
 
-func (m *Metrics) newLabels(k labelKey) *labelSet {
+func (m *instruments) newLabels(k labelKey) *labelSet {
 	opt := metric.WithAttributeSet(attribute.NewSet(
 		attribute.String("grpc.method", k.method),
 		attribute.String("grpc.target", k.target),
@@ -168,6 +189,19 @@ func (m *Metrics) newLabels(k labelKey) *labelSet {
 
 // callEnded records the per-call instruments for a call that ended with r.
 func (m *Metrics) callEnded(ctx context.Context, call *interceptor.Call, r *CallReport, failed bool) {
+	if m.rec != nil {
+		m.rec.callEnded(ctx, call, *r, failed) // a copy: a pointer would make Done's report escape
+	}
+}
+
+// hedge counts a hedge sent, won or denied.
+func (m *Metrics) hedge(ctx context.Context, call *interceptor.Call, k HedgeKind) {
+	if m.rec != nil {
+		m.rec.hedge(ctx, call, k)
+	}
+}
+
+func (m *instruments) callEnded(ctx context.Context, call *interceptor.Call, r CallReport, failed bool) {
 	var transparent int64
 	if cc, ok := ctx.Value(callCountersKey{}).(*callCounters); ok {
 		transparent = cc.transparent.Load()
@@ -196,8 +230,7 @@ func (m *Metrics) callEnded(ctx context.Context, call *interceptor.Call, r *Call
 	}
 }
 
-// hedge counts a hedge sent, won or denied.
-func (m *Metrics) hedge(ctx context.Context, call *interceptor.Call, k HedgeKind) {
+func (m *instruments) hedge(ctx context.Context, call *interceptor.Call, k HedgeKind) {
 	var c metric.Int64Counter
 	switch k {
 	case HedgeSent:

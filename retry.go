@@ -324,7 +324,7 @@ func (c *compiled) Done(ctx context.Context, call *interceptor.Call, err error) 
 		r.Denied = s.denied
 	}
 	if err != nil {
-		var e *Error // escapes: declared here so that a success allocates none
+		var e *Error // moved to the heap (errors.As takes its address): only on failures
 		if errors.As(err, &e) {
 			r.Reason = e.Reason
 		}

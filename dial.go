@@ -20,16 +20,15 @@ import (
 //     (configured by a service config's retryPolicy), so that there is one
 //     retry layer and attempts do not multiply. grpc-go's transparent
 //     retry of RPCs that never reached the server application stays on;
-//   - if p.Metrics is set, grpc.WithStatsHandler with a handler that
-//     counts those transparent retries for grpc.client.call.transparent_retries
-//     (see Metrics). The interceptors then give each call a context of its
-//     own, where the handler finds the call: one allocation per call, plus,
-//     on a client with no other stats handler, the events grpc-go builds
-//     for a stats handler on every attempt.
+//   - if p.Metrics counts them (CountTransparentRetries), grpc.WithStatsHandler
+//     with a handler that counts those transparent retries for
+//     grpc.client.call.transparent_retries. The interceptors then give each
+//     call a context of its own, where the handler finds the call: one
+//     allocation per call, plus, on a client with no other stats handler,
+//     the events grpc-go builds for a stats handler on every attempt.
 //
 // The two interceptors share one compiled policy, hence one Budget: when
-// p.Budget is nil, DialOptions makes one NewRatioBudget(DefaultBudgetRatio,
-// DefaultBudgetMinPerSecond) for both, whereas Unary(p) and Stream(p) called
+// p.Budget is nil, DialOptions makes one default budget for both, whereas Unary(p) and Stream(p) called
 // separately would each make their own. So the client's unary calls and
 // streams draw retries from the same budget. Set p.Budget to share a budget
 // with other clients too.
@@ -44,7 +43,7 @@ import (
 // interceptors are safe for concurrent use.
 func DialOptions(p Policy) []grpc.DialOption {
 	c := mustCompile(p) // applies the defaults once: one Budget for both
-	return dialOptions(c, c.Metrics != nil)
+	return dialOptions(c, c.Metrics.countsTransparent())
 }
 
 // dialOptions returns the options of DialOptions for d: with metrics, the

@@ -54,10 +54,10 @@ type meter struct {
 	metrics *retry.Metrics
 }
 
-func newMeter(t testing.TB) *meter {
+func newMeter(t testing.TB, opts ...retry.MetricsOption) *meter {
 	t.Helper()
 	reader := sdkmetric.NewManualReader()
-	m, err := retry.NewMetrics(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)))
+	m, err := retry.NewMetrics(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -178,7 +178,7 @@ func TestMetricsTransparentRetries(t *testing.T) {
 		},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
-			m := newMeter(t)
+			m := newMeter(t, retry.CountTransparentRetries())
 			addr := h2Server(t, func(n int) h2Action {
 				if n > len(tc.script) {
 					return h2OK
@@ -205,7 +205,7 @@ func TestMetricsTransparentRetries(t *testing.T) {
 // DialOptions there is no stats handler, and the transparent retry is not
 // counted (as documented), while the call still works.
 func TestMetricsTransparentRetriesNeedDialOptions(t *testing.T) {
-	m := newMeter(t)
+	m := newMeter(t, retry.CountTransparentRetries())
 	addr := h2Server(t, func(n int) h2Action {
 		if n == 1 {
 			return h2Refuse
@@ -216,6 +216,28 @@ func TestMetricsTransparentRetriesNeedDialOptions(t *testing.T) {
 		grpc.WithChainUnaryInterceptor(retry.Unary(fastPolicy(m))),
 		grpc.WithDisableRetry(),
 		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	if _, err := inferencev1.NewInferenceServiceClient(cc).Generate(context.Background(), &inferencev1.GenerateRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	checkPoints(t, m.collect(t), nil)
+}
+
+// TestMetricsTransparentRetriesAreOptIn: without CountTransparentRetries,
+// DialOptions installs no stats handler and records no transparent retry.
+func TestMetricsTransparentRetriesAreOptIn(t *testing.T) {
+	m := newMeter(t)
+	addr := h2Server(t, func(n int) h2Action {
+		if n == 1 {
+			return h2Refuse
+		}
+		return h2OK
+	})
+	cc, err := grpc.NewClient("passthrough:///"+addr, append(retry.DialOptions(fastPolicy(m)),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -337,6 +337,6 @@ func (c *compiled) Done(ctx context.Context, call *interceptor.Call, err error) 
 		c.Metrics.callEnded(ctx, call, &r, err != nil)
 	}
 	if c.OnCall != nil {
-		c.OnCall(CallEvent{Context: ctx, Method: call.Method, Target: call.Target, StaticMethod: call.Static, Err: err, CallReport: r})
+		c.OnCall(CallEvent{Context: ctx, Method: call.Method, Target: call.Target(), StaticMethod: call.Static, Err: err, CallReport: r})
 	}
 }

@@ -309,3 +309,28 @@ func TestHedgedCallsConcurrently(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestHedgeRefusedWithNothingInFlightEndsTheCall: when the only attempt
+// has failed and the budget refuses the hedge that would replace it, the
+// call ends at once with that failure (it does not wait for its deadline).
+func TestHedgeRefusedWithNothingInFlightEndsTheCall(t *testing.T) {
+	s := &stubServer{}
+	s.GenerateF = func(ctx context.Context, req *inferencev1.GenerateRequest) (*inferencev1.GenerateResponse, error) {
+		return nil, status.Error(codes.Unavailable, "down")
+	}
+	p := hedgePolicy(time.Hour, 2)
+	p.Budget = retry.NewThrottle(1, 0.1) // the first failure leaves it empty
+	c := dial(t, s, p)
+	var report retry.CallReport
+	start := time.Now()
+	_, err := c.Generate(callCtx(t, time.Hour), &inferencev1.GenerateRequest{Prompt: "p"}, retry.WithReport(&report))
+	if e := retryErr(t, err); e.Reason != retry.StopBudget || status.Code(err) != codes.Unavailable {
+		t.Fatalf("got %v, want Unavailable stopped by the budget", err)
+	}
+	if d := time.Since(start); d > time.Minute {
+		t.Fatalf("the call took %v: it waited for its deadline", d)
+	}
+	if report.Denied != 1 || report.Attempts != 1 {
+		t.Fatalf("report %+v", report)
+	}
+}

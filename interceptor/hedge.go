@@ -206,7 +206,9 @@ func (h *hedgeState) fire(b *timerBox) {
 	ok, final := h.d.Hedge(h.ctx, c, alone)
 	if !ok {
 		if alone {
+			h.u.call.Idle += time.Since(h.idle)
 			h.decide(nil, final)
+			h.wakeIfDone()
 		}
 		h.mu.Unlock()
 		return
@@ -286,7 +288,14 @@ func (h *hedgeState) end(a *hedgeAttempt, err error) {
 	}
 	if !h.decided {
 		h.idle = time.Now() // nothing runs until the next hedge
-	} else if h.done != nil {
+	}
+	h.wakeIfDone()
+}
+
+// wakeIfDone wakes the caller's goroutine once the call is decided and
+// every attempt has returned. The caller holds h.mu.
+func (h *hedgeState) wakeIfDone() {
+	if h.decided && h.inflight == 0 && h.done != nil {
 		close(h.done)
 		h.done = nil
 	}

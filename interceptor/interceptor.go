@@ -76,9 +76,9 @@ type Call struct {
 	// Set by Begin.
 	StatusOnly bool
 
-	// Target is the target of the channel the call is made on, if known.
-	// Set by the interceptor before Begin.
-	Target string
+	// Conn is the channel the call is made on, if known (see Target). Set
+	// by the interceptor before Begin.
+	Conn *grpc.ClientConn
 	// Static reports that the call came with grpc.StaticMethod (generated
 	// code adds it): its method is one the client was built with, a safe
 	// metric label (gRFC A66). Set by the interceptor before Begin.
@@ -163,6 +163,16 @@ type Decider interface {
 	// Done is called once when the call ends: err is nil if it succeeded,
 	// or the error the caller gets.
 	Done(ctx context.Context, c *Call, err error)
+}
+
+// Target returns the canonical target of the call's channel (e.g.
+// "dns:///host:443"), or "" if unknown. It builds the string: call it only
+// when it is needed.
+func (c *Call) Target() string {
+	if c.Conn == nil {
+		return ""
+	}
+	return c.Conn.CanonicalTarget()
 }
 
 // attemptContext returns the context for attempt number c.Attempts: the

@@ -52,9 +52,7 @@ import (
 func Stream(d Decider) grpc.StreamClientInterceptor {
 	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 		s := &retryStream{d: d, ctx: ctx, desc: desc, cc: cc, method: method, streamer: streamer}
-		if cc != nil {
-			s.call.Target = cc.Target()
-		}
+		s.call.Conn = cc
 		s.call.Static = hasStaticMethod(opts)
 		retry, err := d.Begin(ctx, method, opts, &s.call)
 		if err != nil {

@@ -56,9 +56,7 @@ func Unary(d Decider) grpc.UnaryClientInterceptor {
 		u := unaryCalls.Get().(*unaryCall)
 		defer u.release()
 		c := &u.call
-		if cc != nil {
-			c.Target = cc.Target()
-		}
+		c.Conn = cc
 		c.Static = hasStaticMethod(opts)
 		retry, err := d.Begin(ctx, method, opts, c)
 		if err != nil {

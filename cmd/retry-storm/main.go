@@ -44,7 +44,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -221,27 +220,21 @@ func run(ctx context.Context, w io.Writer, cfg config) error {
 			fmt.Fprintf(w, "  %-22s %s\n", p.name, p.desc)
 		}
 	}
-	var outage, steady []stormResult
 	if cfg.scenarios["outage"] {
-		var err error
-		if outage, err = runOutage(ctx, w, cfg); err != nil {
+		if err := runOutage(ctx, w, cfg); err != nil {
 			return err
 		}
 	}
 	if cfg.scenarios["steady"] {
-		var err error
-		if steady, err = runSteady(ctx, w, cfg); err != nil {
+		if err := runSteady(ctx, w, cfg); err != nil {
 			return err
 		}
 	}
-	var herd []herdResult
 	if cfg.scenarios["herd"] {
-		var err error
-		if herd, err = runHerdStudy(ctx, w, cfg.herd); err != nil {
+		if err := runHerdStudy(ctx, w, cfg.herd); err != nil {
 			return err
 		}
 	}
-	printTargets(w, cfg, outage, steady, herd)
 	fmt.Fprintf(w, "\ntotal run time %.1fs\n", time.Since(began).Seconds())
 	return nil
 }
@@ -255,7 +248,7 @@ func outagePhases(tl [3]time.Duration) []phaseSpec {
 	}
 }
 
-func runOutage(ctx context.Context, w io.Writer, cfg config) ([]stormResult, error) {
+func runOutage(ctx context.Context, w io.Writer, cfg config) error {
 	phases := outagePhases(cfg.timeline)
 	specs := cfg.policies
 	results := make([]stormResult, len(specs))
@@ -264,7 +257,7 @@ func runOutage(ctx context.Context, w io.Writer, cfg config) ([]stormResult, err
 		return err
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	section(w, fmt.Sprintf("OUTAGE: healthy %v → full outage %v (every attempt fails Unavailable at once) → recovery %v",
 		cfg.timeline[0], cfg.timeline[1], cfg.timeline[2]))
@@ -283,10 +276,10 @@ func runOutage(ctx context.Context, w io.Writer, cfg config) ([]stormResult, err
 			pct(r.phases[1].success()), pct(r.total.success()), r.peak, r.shed, recoveryString(r), ms(r.maxLag))
 	}
 	tw.Flush()
-	return results, nil
+	return nil
 }
 
-func runSteady(ctx context.Context, w io.Writer, cfg config) ([]stormResult, error) {
+func runSteady(ctx context.Context, w io.Writer, cfg config) error {
 	var specs []policySpec
 	for _, p := range cfg.policies {
 		if cfg.explicit || !p.variant {
@@ -312,7 +305,7 @@ func runSteady(ctx context.Context, w io.Writer, cfg config) ([]stormResult, err
 		return err
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	section(w, fmt.Sprintf("STEADY: random transient failures (Unavailable, hash of seed/call/attempt), warm-up %v then %v measured", cfg.steadyWarm, cfg.steadyDur))
 	fmt.Fprintln(w, "Calls that started in the measured phase (the warm-up spends the budgets' initial balance):")
@@ -324,10 +317,10 @@ func runSteady(ctx context.Context, w io.Writer, cfg config) ([]stormResult, err
 			p.calls, p.attempts, p.amplification(), pct(p.success()), p.calls-p.ok, p.budgetStops, ms(p.p50), ms(p.p99), r.shed)
 	}
 	tw.Flush()
-	return results, nil
+	return nil
 }
 
-func runHerdStudy(ctx context.Context, w io.Writer, cfg herdConfig) ([]herdResult, error) {
+func runHerdStudy(ctx context.Context, w io.Writer, cfg herdConfig) error {
 	var results []herdResult
 	for _, j := range cfg.jitters {
 		mean := herdResult{jitter: j}
@@ -336,7 +329,7 @@ func runHerdStudy(ctx context.Context, w io.Writer, cfg herdConfig) ([]herdResul
 			c.seed = cfg.seed + uint64(run)
 			r, err := runHerd(ctx, c, j)
 			if err != nil {
-				return nil, err
+				return err
 			}
 			mean.calls += r.calls / float64(cfg.runs)
 			mean.completion += r.completion / time.Duration(cfg.runs)
@@ -386,77 +379,7 @@ func runHerdStudy(ctx context.Context, w io.Writer, cfg herdConfig) ([]herdResul
 		fmt.Fprintf(w, "Note: at scale %g the conflict window is %v, and real-time noise (gRPC, scheduler: ~1-5ms) de-synchronises the\n", cfg.scale, time.Duration(20*cfg.scale*float64(time.Millisecond)))
 		fmt.Fprintln(w, "un-jittered clients, so none makes fewer calls than at the study's scale; -herd-scale 1 (about 100s) reproduces it.")
 	}
-	return results, nil
-}
-
-// printTargets compares the measurements with the issue's targets.
-func printTargets(w io.Writer, cfg config, outage, steady []stormResult, herd []herdResult) {
-	type line struct {
-		what, got string
-		met       bool
-	}
-	var lines []line
-	find := func(rs []stormResult, name string) (stormResult, bool) {
-		for _, r := range rs {
-			if r.policy == name {
-				return r, true
-			}
-		}
-		return stormResult{}, false
-	}
-	for _, name := range []string{"ratio", "ratio-shared", "throttle"} {
-		if r, ok := find(outage, name); ok {
-			a := r.phases[1].amplification()
-			lines = append(lines, line{"outage, " + name + ": amplification ≤ 1.1", fmt.Sprintf("%.3f", a), a <= 1.1})
-		}
-	}
-	if r, ok := find(outage, "nobudget"); ok {
-		a := r.phases[1].amplification()
-		lines = append(lines, line{"outage, nobudget: amplification ≈ 4 (for contrast)", fmt.Sprintf("%.3f", a), a > 3.5})
-	}
-	for _, r := range outage {
-		if r.hasRecovery && r.policy != "none" {
-			limit := 2 * simMaxBackoff
-			lines = append(lines, line{"outage, " + r.policy + ": recovered (≥99%) within 2 × MaxBackoff = " + limit.String(),
-				recoveryString(r), r.recovered && r.recovery <= limit})
-		}
-	}
-	for _, r := range steady {
-		if math.Abs(r.failP-0.05) > 1e-9 || (r.policy != "ratio" && r.policy != "ratio-shared" && r.policy != "throttle") {
-			continue
-		}
-		p := r.phases[1]
-		lines = append(lines, line{"steady 5%, " + r.policy + ": success ≥ 99.9% and amplification ≤ 1.1",
-			fmt.Sprintf("%s, %.3f", pct(p.success()), p.amplification()), p.success() >= 0.999 && p.amplification() <= 1.1})
-	}
-	for _, ref := range herd {
-		if ref.jitter != retry.NoJitter {
-			continue
-		}
-		for _, r := range herd {
-			if r.jitter != retry.FullJitter {
-				continue
-			}
-			cr := r.calls / ref.calls
-			tr := r.completion.Seconds() / ref.completion.Seconds()
-			lines = append(lines, line{fmt.Sprintf("herd (%d clients, scale %g): full/none calls ≤ 0.45 and time ≤ 0.1", cfg.herd.clients, cfg.herd.scale),
-				fmt.Sprintf("%.3f, %.3f", cr, tr), cr <= 0.45 && tr <= 0.1})
-		}
-	}
-	if len(lines) == 0 {
-		return
-	}
-	section(w, "TARGETS (from the issue; measured, not tuned)")
-	tw := newTable(w)
-	fmt.Fprintln(tw, "target\tmeasured\tmet\t")
-	for _, l := range lines {
-		met := "no"
-		if l.met {
-			met = "yes"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t\n", l.what, l.got, met)
-	}
-	tw.Flush()
+	return nil
 }
 
 func printPhases(w io.Writer, results []stormResult, phases []phaseSpec) {

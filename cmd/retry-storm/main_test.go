@@ -16,9 +16,11 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// tiny is a load small enough for -race: a few clients, no shedding.
+// tiny is a load small enough for -race: a few clients, no shedding, and a
+// deadline far beyond any wait of the policies (their backoffs add up to
+// 350ms at most), so that a loaded machine delays calls but never cuts one.
 func tiny() stormConfig {
-	return stormConfig{clients: 3, rate: 100, capacity: 1000, service: time.Millisecond, deadline: 2 * time.Second, seed: 1}
+	return stormConfig{clients: 3, rate: 100, capacity: 1000, service: time.Millisecond, deadline: 10 * time.Second, seed: 1}
 }
 
 func policy(t *testing.T, name string) policySpec {
@@ -30,11 +32,14 @@ func policy(t *testing.T, name string) policySpec {
 	return specs[0]
 }
 
-// TestOutage plays a short outage end to end and checks what must hold
-// whatever the timing (a loaded machine starts fewer calls, later).
+// TestOutage plays a short outage end to end and checks only what holds
+// whatever the timing: a loaded machine starts fewer calls, later, and may
+// move a call into a later phase, but every attempt of a call that started
+// in a phase meets that phase's server (or a later one, never an earlier
+// one). No count of calls is asserted, only relations between counts.
 func TestOutage(t *testing.T) {
 	t.Parallel()
-	names := []string{"none", "nobudget", "ratio", "throttle"}
+	names := []string{"none", "nobudget", "default", "throttle"}
 	// run plays every policy on the timeline and returns the results by name.
 	run := func(timeline [3]time.Duration) map[string]stormResult {
 		phases := outagePhases(timeline)
@@ -53,13 +58,16 @@ func TestOutage(t *testing.T) {
 		return results
 	}
 
-	// With a recovery phase: no retry means exactly one attempt per call,
-	// every call started after the outage succeeds, and recovery is measured.
+	// With a recovery phase: no retry means at most one attempt per call,
+	// every call started after the outage succeeds (the server is healthy
+	// and the deadline far), and recovery is measured.
 	withRecovery := run([3]time.Duration{200 * time.Millisecond, 300 * time.Millisecond, 300 * time.Millisecond})
-	none := withRecovery["none"]
-	for i, p := range none.phases {
-		if p.calls == 0 || p.attempts != p.calls {
-			t.Errorf("none, phase %d: %d attempts for %d calls, want amplification 1.0 exactly", i, p.attempts, p.calls)
+	if none := withRecovery["none"]; none.total.calls == 0 {
+		t.Error("none: no call made")
+	}
+	for i, p := range withRecovery["none"].phases {
+		if p.attempts > p.calls {
+			t.Errorf("none, phase %d: %d attempts for %d calls, want at most one each", i, p.attempts, p.calls)
 		}
 	}
 	for _, n := range names {
@@ -67,8 +75,8 @@ func TestOutage(t *testing.T) {
 		if p := r.phases[2]; p.ok != p.calls {
 			t.Errorf("%s: %d of %d calls started after the outage failed", n, p.calls-p.ok, p.calls)
 		}
-		if n != "none" && r.phases[1].attempts > simMaxAttempts*r.phases[1].calls {
-			t.Errorf("%s: more than MaxAttempts per call", n)
+		if r.total.attempts > simMaxAttempts*r.total.calls {
+			t.Errorf("%s: %d attempts for %d calls, more than MaxAttempts per call", n, r.total.attempts, r.total.calls)
 		}
 		if !r.hasRecovery {
 			t.Errorf("%s: recovery not measured", n)
@@ -77,31 +85,36 @@ func TestOutage(t *testing.T) {
 
 	// Ending in the outage, so that nothing succeeds after it began: without
 	// a budget every outage call makes all its attempts; a budget bounds the
-	// retries of each client by what it holds, whatever the timing. The
-	// ratio budget: 5 in hand, plus 0.5/s of allowance (burst 1) over the
-	// run; the A6 throttle (10, 0.1): retries while more than 5 tokens, so
-	// at most 4 after the healthy phase refilled it.
+	// retries of each client whatever the timing.
 	inOutage := run([3]time.Duration{200 * time.Millisecond, 400 * time.Millisecond, 0})
 	nb := inOutage["nobudget"].phases[1]
-	if nb.calls == 0 || nb.attempts != simMaxAttempts*nb.calls {
-		t.Errorf("nobudget: %d attempts for %d outage calls, want exactly %d each", nb.attempts, nb.calls, simMaxAttempts)
+	if nb.attempts != simMaxAttempts*nb.calls || nb.ok != 0 {
+		t.Errorf("nobudget: %d attempts, %d successes for %d outage calls, want exactly %d attempts each, none OK",
+			nb.attempts, nb.ok, nb.calls, simMaxAttempts)
 	}
-	// The default budget lets the calls in flight at the onset retry, then
-	// stops retries once they fail: fewer retries than outage calls, where
-	// NoBudget makes three per call.
 	clients := int64(tiny().clients)
-	if p := inOutage["ratio"].phases[1]; p.attempts-p.calls > p.calls || p.calls > 10*clients && p.budgetStops == 0 {
+	// The default CreditBudget (Max 3) allows a retry while its balance is
+	// above zero and charges a retry when it fails, before the call decides
+	// again: so it allows retries only until 3 have failed, and the
+	// decisions made until then follow first attempts (at most one per
+	// call) or those 3 failed retries. At most calls + 3 retries per
+	// client (+1 for the floor's 0.05/s), and once more than 4 retries of a
+	// client have failed, its next decision is a refusal.
+	if p := inOutage["default"].phases[1]; p.attempts-p.calls > p.calls+4*clients || p.calls > 10*clients && p.budgetStops == 0 {
 		t.Errorf("default budget: %d retries of %d outage calls, %d stopped by the budget", p.attempts-p.calls, p.calls, p.budgetStops)
 	}
+	// The gRFC A6 throttle (10, 0.1) takes a token for every failure and
+	// allows a retry only while more than 5 remain: at most 4 retries per
+	// client once the outage began.
 	if p := inOutage["throttle"].phases[1]; p.attempts-p.calls > 4*clients || p.calls > 5*clients && p.budgetStops == 0 {
-		t.Errorf("throttle: %d retries of %d outage calls, want at most 4 per client", p.attempts-p.calls, p.calls)
+		t.Errorf("throttle: %d retries of %d outage calls (%d stopped), want at most 4 per client", p.attempts-p.calls, p.calls, p.budgetStops)
 	}
 }
 
 // TestOutageNoBudgetAllAttempts ends the timeline in the outage, so that
 // every call started in it fails every attempt: without a budget, each
 // makes exactly MaxAttempts attempts (failures are fast and the deadline
-// far).
+// far, whatever the machine's load).
 func TestOutageNoBudgetAllAttempts(t *testing.T) {
 	t.Parallel()
 	phases := outagePhases([3]time.Duration{100 * time.Millisecond, 300 * time.Millisecond, 0})
@@ -110,7 +123,7 @@ func TestOutageNoBudgetAllAttempts(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := r.phases[1]
-	if p.calls == 0 || p.attempts != simMaxAttempts*p.calls || p.ok != 0 {
+	if p.attempts != simMaxAttempts*p.calls || p.ok != 0 {
 		t.Errorf("outage: %d attempts, %d successes for %d calls; want exactly %d attempts per call, no success",
 			p.attempts, p.ok, p.calls, simMaxAttempts)
 	}
@@ -161,7 +174,7 @@ func TestParseFlags(t *testing.T) {
 	if len(cfg.policies) != len(allPolicies()) || cfg.explicit || !cfg.scenarios["herd"] || len(cfg.steadyRates) != 3 {
 		t.Errorf("defaults: %+v", cfg)
 	}
-	cfg, err = parseFlags(strings.Fields("-policy ratio,none -scenario outage -timeline 1s,1s,0s -steady 0.5,2%"), io.Discard)
+	cfg, err = parseFlags(strings.Fields("-policy default,none -scenario outage -timeline 1s,1s,0s -steady 0.5,2%"), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -49,7 +49,8 @@ func allPolicies() []policySpec {
 			newRun: perClient(func() retry.Policy { return retry.Policy{MaxAttempts: 1} })},
 		{name: "nobudget", desc: "MaxAttempts 4, full jitter, Budget: retry.NoBudget",
 			newRun: perClient(func() retry.Policy { return simPolicy(retry.FullJitter, retry.NoBudget) })},
-		{name: "ratio", desc: fmt.Sprintf("MaxAttempts 4, full jitter, Budget: nil (a default NewRatioBudget(%g, %g) per client)", retry.DefaultBudgetRatio, retry.DefaultBudgetMinPerSecond),
+		{name: "default", desc: fmt.Sprintf("MaxAttempts 4, full jitter, Budget: nil (the default CreditBudget per client: Ratio %g, PerSecond %g, Max %g, MaxDebt %g)",
+			retry.DefaultCreditRatio, retry.DefaultCreditPerSecond, float64(retry.DefaultCreditMax), float64(retry.DefaultCreditMaxDebt)),
 			newRun: perClient(func() retry.Policy { return simPolicy(retry.FullJitter, nil) })},
 		{name: "ratio-shared", desc: fmt.Sprintf("MaxAttempts 4, full jitter, one NewRatioBudget(%g, %g) shared by all the clients", retry.DefaultBudgetRatio, retry.DefaultBudgetMinPerSecond),
 			newRun: func() func() retry.Policy {

@@ -106,6 +106,7 @@ import (
 )
 
 type config struct {
+	meta      metaModel
 	seed      uint64
 	scenarios []scenario
 	policies  []policySpec
@@ -142,6 +143,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	meta := defaultMetaModel
 	fs.Float64Var(&meta.spread, "meta-spread", meta.spread, "scenario E: each attempt's work is uniform in 1s ± this fraction (0: exactly 1s)")
 	fs.BoolVar(&meta.even, "meta-even", meta.even, "scenario E: evenly spaced calls instead of Poisson arrivals")
+	fs.IntVar(&meta.busy.clients, "meta-busy-clients", meta.busy.clients, "scenario E: clients sharing the load in the last run (1 to 1000)")
+	fs.Float64Var(&meta.busy.util, "meta-busy-util", meta.busy.util, "scenario E: utilisation in the last run (0.5 to 0.99)")
 	fs.Uint64Var(&cfg.seed, "seed", 1, "seed of the jitter, the random failures and the reconnect jitter")
 	fs.IntVar(&cfg.parallel, "parallel", runtime.GOMAXPROCS(0), "runs played at once (the results do not depend on it)")
 	fs.BoolVar(&cfg.sweep, "sweep", false, "sweep the CreditBudget's parameters against the targets instead of printing the tables")
@@ -163,6 +166,10 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if !(meta.spread >= 0 && meta.spread < 1) {
 		return cfg, errors.New("-meta-spread must be in [0, 1)")
 	}
+	if meta.busy.clients < 1 || meta.busy.clients > metaLoad || !(meta.busy.util >= 0.5 && meta.busy.util <= 0.99) {
+		return cfg, errors.New("-meta-busy-clients must be in [1, 1000] and -meta-busy-util in [0.5, 0.99]")
+	}
+	cfg.meta = meta
 	if cfg.scenarios, err = selectScenarios(*scenario, meta); err != nil {
 		return cfg, fmt.Errorf("-scenario: %w", err)
 	}

@@ -102,7 +102,7 @@ func TestParseFlags(t *testing.T) {
 	if err != nil || len(cfg.policies) != 1 {
 		t.Errorf("-policy= -credit: %v, %d policies", err, len(cfg.policies))
 	}
-	for _, bad := range []string{"-scenario x", "-policy bogus", "-credit 1,2,3", "-credit 2,0.05,3,20", "-meta-spread 1", "-parallel 0", "extra"} {
+	for _, bad := range []string{"-scenario x", "-policy bogus", "-credit 1,2,3", "-credit 2,0.05,3,20", "-meta-spread 1", "-meta-busy-clients 0", "-meta-busy-util 1", "-parallel 0", "extra"} {
 		if _, err := parseFlags(strings.Fields(bad), io.Discard); err == nil {
 			t.Errorf("%s: no error", bad)
 		}

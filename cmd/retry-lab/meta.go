@@ -10,12 +10,15 @@ import (
 // Scenario E, metastability: 1000 calls/s of about 1s of work each,
 // against a queueServer sized for 80% or 90% utilisation, with a 4s queue,
 // 2s per-attempt timeouts, and a 4s stall. The load comes from 50 clients
-// × 20 calls/s, or, to show how a budget depends on a client's rate, from
-// 10 clients × 100/s.
-var metaVariants = []struct {
+// × 20 calls/s, and, to show how a budget depends on a client's rate, from
+// fewer busier clients (metaModel.busy).
+
+// metaRun is one column of scenario E: a utilisation and the number of
+// clients that share the load.
+type metaRun struct {
 	util    float64
 	clients int
-}{{0.80, 50}, {0.90, 50}, {0.90, 10}}
+}
 
 // metaLoad is the calls offered per second by all the clients together.
 const metaLoad = 1000
@@ -41,6 +44,8 @@ type metaModel struct {
 	queue time.Duration
 	// stall: how long the server makes no progress.
 	stall time.Duration
+	// busy is the third run, after 80% and 90% with 50 clients.
+	busy metaRun
 	// after: calls keep starting this long after the stall, and recovery
 	// is measured over it.
 	after time.Duration
@@ -54,7 +59,11 @@ type metaModel struct {
 // fraction of attempts that time out jumps from 0 to 1 as the queue passes
 // 1s of wait, and the model cannot settle in a partial failure: the state
 // a retry budget may hold a real server in.
-var defaultMetaModel = metaModel{spread: 0.5, queue: 4 * time.Second, stall: 4 * time.Second, after: 120 * time.Second}
+var defaultMetaModel = metaModel{spread: 0.5, queue: 4 * time.Second, stall: 4 * time.Second, after: 120 * time.Second,
+	busy: metaRun{util: 0.90, clients: 10}}
+
+// runs returns the columns of scenario E.
+func (m metaModel) runs() []metaRun { return []metaRun{{0.80, 50}, {0.90, 50}, m.busy} }
 
 type metaResult struct {
 	windows   []window // completions by metaWindow after the stall
@@ -99,10 +108,11 @@ func (r metaResult) String() string {
 
 func metaScenario(m metaModel) scenario {
 	var header []string
-	for _, v := range metaVariants {
+	runs := m.runs()
+	for _, v := range runs {
 		name := fmt.Sprintf("%g%%", 100*v.util)
 		if v.clients != 50 {
-			name += fmt.Sprintf(" %d×%d/s", v.clients, metaLoad/v.clients)
+			name += fmt.Sprintf(" %d×%g/s", v.clients, float64(metaLoad)/float64(v.clients))
 		}
 		header = append(header, name+": recovered", name+": attempts/call")
 	}
@@ -124,12 +134,12 @@ func metaScenario(m metaModel) scenario {
 			fmt.Sprintf("%s. The stall: %v into the run, %v without progress; the queue keeps admitting.", deadlineString(m.deadline), metaStallAt, m.stall),
 			fmt.Sprintf("recovered: seconds after the stall until every later 1s window of call completions (over %gs) is ≥ 99%% OK;", m.after.Seconds()),
 			"never: the last one is not (OK rate of the last 30s shown). attempts/call: over the calls started from the stall",
-			"on. 10×100/s: the same load from 10 clients of 100 calls/s each.",
+			fmt.Sprintf("on. The last run: the same load from %d clients of %g calls/s each.", m.busy.clients, float64(metaLoad)/float64(m.busy.clients)),
 		},
 		header:   header,
-		variants: len(metaVariants),
+		variants: len(runs),
 		run: func(seed uint64, spec policySpec, v int) any {
-			return runMeta(mix(seed, 'E', uint64(v)), spec, metaVariants[v].util, metaVariants[v].clients, m)
+			return runMeta(mix(seed, 'E', uint64(v)), spec, runs[v].util, runs[v].clients, m)
 		},
 		cells: func(rs []any) []string {
 			var cells []string

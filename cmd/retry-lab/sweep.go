@@ -73,11 +73,12 @@ func runSweep(w io.Writer, cfg config) {
 	fmt.Fprintln(w, "Each cell: ok, or the measured values when one misses. Not targets, for judging the robustness:")
 	fmt.Fprintln(w, "  E+t           scenario E with the prototype rule (while the balance is at or below zero, a first")
 	fmt.Fprintln(w, "                attempt that times out is charged one retry);")
-	fmt.Fprintln(w, "  E 10×100/s    scenario E at 90% with the same load from 10 clients of 100 calls/s (E+t: with the rule);")
+	fmt.Fprintf(w, "  E busy        scenario E at %g%% with the same load from %d clients (E+t busy: with the rule);\n",
+		100*cfg.meta.busy.util, cfg.meta.busy.clients)
 	fmt.Fprintln(w, "  back 20/s     after the outage of scenario B, seconds until a 20 calls/s client retries again.")
 	fmt.Fprintln(w)
 	tw := newTable(w)
-	fmt.Fprintf(tw, "ratio\tperSecond\tmax\tmaxDebt\t%s\tE+t\tE 10×100/s\tE+t 10×100/s\tback 20/s\tall\t\n", strings.Join(names, "\t"))
+	fmt.Fprintf(tw, "ratio\tperSecond\tmax\tmaxDebt\t%s\tE+t\tE busy\tE+t busy\tback 20/s\tall\t\n", strings.Join(names, "\t"))
 	failures := make(map[string]int)
 	var winners []string
 	for i, p := range points {

@@ -7,6 +7,7 @@
 //	go run ./cmd/retry-lab
 //	go run ./cmd/retry-lab -scenario outage,meta -policy credit,throttle
 //	go run ./cmd/retry-lab -credit 0.1,0.05,3,20 -credit 0.1,0.05,3,100
+//	go run ./cmd/retry-lab -scenario meta -meta-busy-clients 1 -meta-busy-util 0.95
 //	go run ./cmd/retry-lab -sweep    # CreditBudget parameters against the targets (minutes)
 //
 // # What is real and what is modelled

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"math"
-	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -13,69 +12,127 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-func TestRatioBudgetArithmetic(t *testing.T) {
+func TestCreditBudgetArithmetic(t *testing.T) {
 	t0 := time.Unix(1_000_000, 0)
-	b := NewRatioBudget(0.1, 0) // no allowance: deposits only
-	for i := 0; i < 5; i++ {
+	b := NewCreditBudget(CreditBudgetConfig{NoFloor: true}) // deposits only: exact arithmetic
+	if b.Balance() != DefaultCreditMax {
+		t.Fatalf("a new budget holds %v, want %v", b.Balance(), DefaultCreditMax)
+	}
+	// Retries are allowed while the balance is above zero, and cost
+	// nothing until they fail.
+	for i := range 100 {
 		if !b.tryRetry(t0) {
-			t.Fatalf("retry %d of the 5 a new budget holds denied", i+1)
+			t.Fatalf("retry %d refused with nothing charged", i+1)
 		}
 	}
+	// A first attempt's fast failure costs nothing; a failed retry one.
+	b.failed(t0, false, false, false)
+	b.failed(t0, true, false, false)
+	b.failed(t0, true, false, false)
+	if b.Balance() != 1 || !b.tryRetry(t0) {
+		t.Fatalf("balance %v after 2 failed retries, want 1 and retries allowed", b.Balance())
+	}
+	b.failed(t0, true, false, false)
 	if b.Balance() != 0 || b.tryRetry(t0) {
-		t.Fatal("an empty budget without allowance allowed a retry")
+		t.Fatalf("balance %v: at zero retries must stop", b.Balance())
 	}
-	for i := 0; i < 100; i++ {
-		b.failed(t0, true, false) // failures deposit nothing: an outage drains the budget
+	// The balance goes into debt, down to -MaxDebt, and no further.
+	for range 100 {
+		b.failed(t0, true, false, false)
 	}
-	if b.Balance() != 0 || b.tryRetry(t0) {
-		t.Fatalf("calls or failures deposited: balance %v", b.Balance())
+	if b.Balance() != -DefaultCreditMaxDebt {
+		t.Fatalf("balance %v, want the debt limit %v", b.Balance(), -DefaultCreditMaxDebt)
 	}
-	for i := 0; i < 9; i++ {
+	// Each success earns Ratio: 201 successes bring -20 back above zero.
+	for range 200 {
 		b.success()
 	}
-	if b.tryRetry(t0) {
-		t.Fatal("9 successes at 10% bought a retry")
+	if b.Balance() != 0 || b.tryRetry(t0) {
+		t.Fatalf("balance %v after 200 successes, want 0", b.Balance())
 	}
 	b.success()
-	if math.Abs(b.Balance()-1) > 1e-9 || !b.tryRetry(t0) || b.Balance() != 0 {
-		t.Fatalf("10 successes at 10%% must buy exactly one retry (balance %v)", b.Balance())
+	if math.Abs(b.Balance()-0.1) > 1e-9 || !b.tryRetry(t0) {
+		t.Fatalf("balance %v: a tenth of a retry above zero allows one", b.Balance())
 	}
-	for i := 0; i < 1000; i++ {
+	for range 1000 {
 		b.success()
 	}
-	if b.Balance() != 5 {
-		t.Fatalf("balance %v, want capped at 5 retries", b.Balance())
+	if b.Balance() != DefaultCreditMax {
+		t.Fatalf("balance %v, want capped at %v", b.Balance(), DefaultCreditMax)
 	}
 }
 
-func TestRatioBudgetAllowance(t *testing.T) {
+func TestCreditBudgetTimeoutRule(t *testing.T) {
 	t0 := time.Unix(1_000_000, 0)
-	b := NewRatioBudget(0.1, 2) // 2 retries a second, burst of one second's worth
-	b.balance.Store(0)
-	// tries asks for a retry at each offset from t0, in turn.
-	tries := func(ats ...time.Duration) []bool {
-		var got []bool
-		for _, at := range ats {
-			got = append(got, b.tryRetry(t0.Add(at)))
-		}
-		return got
+	b := NewCreditBudget(CreditBudgetConfig{NoFloor: true})
+	// In credit, a first attempt's timeout costs nothing: a replica that
+	// hangs is retried in full.
+	for range 10 {
+		b.failed(t0, false, false, true)
 	}
-	const ms = time.Millisecond
-	if got := tries(0, 0, 0, 499*ms, 500*ms, 500*ms); !slices.Equal(got, []bool{true, true, false, false, true, false}) {
-		t.Fatalf("allowance of 2/s from idle: %v; want 2 retries at once, then one exactly 500ms later", got)
+	if b.Balance() != DefaultCreditMax {
+		t.Fatalf("balance %v: first-attempt timeouts were charged while in credit", b.Balance())
 	}
-	// The balance pays first and leaves the allowance alone: they add up.
-	b = NewRatioBudget(0.1, 1)
-	b.balance.Store(milli)
+	// In debt, each one is charged as a failed retry.
+	for range 3 {
+		b.failed(t0, true, false, false)
+	}
+	b.failed(t0, false, false, true)
+	b.failed(t0, false, false, true)
+	b.failed(t0, false, false, false) // a fast first failure: still free
+	if b.Balance() != -2 {
+		t.Fatalf("balance %v, want -2: two first-attempt timeouts charged at zero and below", b.Balance())
+	}
+}
+
+func TestCreditBudgetFloor(t *testing.T) {
+	t0 := time.Unix(1_000_000, 0)
 	const s = time.Second
-	if got := tries(10*s, 10*s, 10*s, 10500*ms, 11*s); !slices.Equal(got, []bool{true, true, false, false, true}) {
-		t.Fatalf("%v; want the balance's retry and the allowance's, then one more a second later", got)
+	b := NewCreditBudget(CreditBudgetConfig{NoDeposits: true, PerSecond: 0.5, MaxDebt: 4})
+	for range 7 {
+		b.failed(t0, true, false, false) // 3 → -4 (the limit)
 	}
-	// An allowance below 1/s still allows one retry, then one per interval.
-	b = NewRatioBudget(0.1, 0.5)
-	b.balance.Store(0)
-	if got := tries(0, 0, 1999*ms, 2*s); !slices.Equal(got, []bool{true, false, false, true}) {
-		t.Fatalf("allowance of 0.5/s: %v; want one retry every 2s", got)
+	if b.Balance() != -4 {
+		t.Fatalf("balance %v", b.Balance())
+	}
+	// 0.5 retries a second: 8s pay the debt back, the 9th second earns
+	// half a retry.
+	if b.tryRetry(t0.Add(8*s)) || b.Balance() != 0 {
+		t.Fatalf("after 8s: balance %v, want 0 and retries refused", b.Balance())
+	}
+	if !b.tryRetry(t0.Add(9*s)) || b.Balance() != 0.5 {
+		t.Fatalf("after 9s: balance %v, want 0.5 and a retry allowed", b.Balance())
+	}
+	// A long idle fills the balance, and no more.
+	if !b.tryRetry(t0.Add(time.Hour)) || b.Balance() != DefaultCreditMax {
+		t.Fatalf("after an hour: balance %v, want full", b.Balance())
+	}
+	// Time that passed while the balance was full earns nothing later.
+	b.failed(t0.Add(2*time.Hour), true, false, false)
+	if b.Balance() != DefaultCreditMax-1 {
+		t.Fatalf("balance %v: credit earned while full was kept", b.Balance())
+	}
+	// A clock at the Unix epoch is a clock like any other.
+	e := NewCreditBudget(CreditBudgetConfig{NoDeposits: true, PerSecond: 1})
+	for range 5 {
+		e.failed(time.Unix(0, 0), true, false, false)
+	}
+	if e.tryRetry(time.Unix(2, 0)); e.Balance() != 0 {
+		t.Fatalf("epoch clock: balance %v after 2s at 1/s from -2, want 0", e.Balance())
+	}
+}
+
+// TestCreditBudgetSuccessWritesNothingWhenFull: the healthy path reads the
+// balance and writes nothing.
+func TestCreditBudgetSuccessWritesNothingWhenFull(t *testing.T) {
+	b := DefaultCreditBudget()
+	if n := testing.AllocsPerRun(100, b.success); n != 0 {
+		t.Fatalf("%v allocations", n)
+	}
+	before := b.balance.Load()
+	b.success()
+	if b.balance.Load() != before {
+		t.Fatal("a success changed a full balance")
 	}
 }
 
@@ -86,12 +143,12 @@ func TestThrottleArithmetic(t *testing.T) {
 		t.Fatalf("a new throttle has %v tokens and must allow retries", th.Tokens())
 	}
 	for i := 0; i < 4; i++ {
-		th.failed(now, false, false)
+		th.failed(now, false, false, false)
 	}
 	if th.Tokens() != 6 || !th.tryRetry(now) {
 		t.Fatalf("6 tokens of 10 must allow retries (have %v)", th.Tokens())
 	}
-	th.failed(now, false, false)
+	th.failed(now, false, false, false)
 	if th.Tokens() != 5 || th.tryRetry(now) {
 		t.Fatalf("at exactly half the tokens (%v) retries must stop", th.Tokens())
 	}
@@ -100,7 +157,7 @@ func TestThrottleArithmetic(t *testing.T) {
 		t.Fatalf("a success refunds 0.1: %v", th.Tokens())
 	}
 	for i := 0; i < 100; i++ {
-		th.failed(now, false, false)
+		th.failed(now, false, false, false)
 	}
 	if th.Tokens() != 0 {
 		t.Fatalf("tokens %v, want floor 0", th.Tokens())
@@ -114,25 +171,24 @@ func TestThrottleArithmetic(t *testing.T) {
 }
 
 func TestBudgetsStayInBoundsUnderConcurrency(t *testing.T) {
-	rb := NewRatioBudget(0.3, 5)
-	capMilli := int64(ratioBudgetCap * milli)
+	cb := NewCreditBudget(CreditBudgetConfig{PerSecond: 5})
 	th := NewThrottle(20, 0.5)
 	var wg sync.WaitGroup
 	now := time.Now()
-	for g := 0; g < 16; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; i < 2000; i++ {
-				rb.success()
-				rb.tryRetry(now.Add(time.Duration(i) * time.Millisecond))
-				th.failed(now, false, false)
+	for range 16 {
+		wg.Go(func() {
+			for i := range 2000 {
+				at := now.Add(time.Duration(i) * time.Millisecond)
+				cb.success()
+				cb.tryRetry(at)
+				cb.failed(at, i%2 == 0, false, i%3 == 0)
+				th.failed(now, false, false, false)
 				th.tryRetry(now)
 				if i%3 == 0 {
 					th.success()
 				}
-				if v := rb.balance.Load(); v < 0 || v > capMilli {
-					t.Errorf("ratio balance %d out of [0, %d]", v, capMilli)
+				if v := cb.balance.Load(); v < cb.minBalance || v > cb.maxBalance {
+					t.Errorf("credit balance %d out of [%d, %d]", v, cb.minBalance, cb.maxBalance)
 					return
 				}
 				if v := th.tokens.Load(); v < 0 || v > th.maxMilli {
@@ -140,15 +196,16 @@ func TestBudgetsStayInBoundsUnderConcurrency(t *testing.T) {
 					return
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 }
 
 func TestBudgetValidation(t *testing.T) {
 	for _, b := range []Budget{
-		NewRatioBudget(0, 1), NewRatioBudget(1.5, 1), NewRatioBudget(math.NaN(), 1),
-		NewRatioBudget(0.1, -1), NewRatioBudget(0.1, math.Inf(1)),
+		NewCreditBudget(CreditBudgetConfig{Ratio: 1.5}), NewCreditBudget(CreditBudgetConfig{Ratio: math.NaN()}),
+		NewCreditBudget(CreditBudgetConfig{PerSecond: -1}), NewCreditBudget(CreditBudgetConfig{PerSecond: math.Inf(1)}),
+		NewCreditBudget(CreditBudgetConfig{Max: 0.5}), NewCreditBudget(CreditBudgetConfig{MaxDebt: -1}),
 		NewThrottle(0, 0.1), NewThrottle(1001, 0.1), NewThrottle(10, 0), NewThrottle(10, 11),
 	} {
 		var pe *PolicyError

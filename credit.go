@@ -37,6 +37,8 @@ type CreditBudgetConfig struct {
 //   - A retry (or hedge) is allowed while the balance is above zero.
 //   - Each retry that fails (with a retryable class) takes one retry from
 //     the balance, which may go below zero, down to -MaxDebt.
+//   - While the balance is at or below zero, a first attempt that runs out
+//     of time (class Timeout) takes one retry too.
 //   - Each successful call earns Ratio of a retry, and the budget earns
 //     PerSecond retries per second on its own, up to Max.
 //
@@ -48,6 +50,14 @@ type CreditBudgetConfig struct {
 // second. The price is at an outage's onset: until the first retries have
 // failed, the budget cannot tell the outage from a burst, so the calls in
 // flight at that moment may each get one retry.
+//
+// The timeout rule is for overload: a retry that times out is charged only
+// a whole per-attempt timeout after it was allowed, and a busy client would
+// send many retries on the same credit meanwhile, keeping an overloaded
+// server overloaded. A first attempt's timeout is known at once; charging
+// it while the budget is in debt keeps retries off until successes
+// outweigh timeouts. While in credit it costs nothing, so a replica that
+// hangs (instead of failing fast) is still retried in full.
 //
 // It is lock-free: a call that succeeds while the balance is full makes one
 // atomic load and writes nothing.
@@ -62,8 +72,11 @@ type CreditBudget struct {
 	fillSpan   int64 // ns of floor credit that fill the balance from its lowest
 
 	balance atomic.Int64 // milli-retries
-	earned  atomic.Int64 // unix ns up to which the floor has been paid in; 0: not yet
+	earned  atomic.Int64 // unix ns up to which the floor has been paid in; notEarned: not yet
 }
+
+// notEarned marks a budget whose floor has not been paid in yet.
+const notEarned = math.MinInt64
 
 // Defaults of the default CreditBudget.
 const (
@@ -125,6 +138,7 @@ func NewCreditBudget(cfg CreditBudgetConfig) *CreditBudget {
 		}
 	}
 	b.balance.Store(b.maxBalance)
+	b.earned.Store(notEarned)
 	return b
 }
 
@@ -140,11 +154,14 @@ func (b *CreditBudget) success() {
 	b.add(b.ratio)
 }
 
-func (b *CreditBudget) failed(now time.Time, retry, _ bool) {
-	if !retry {
-		return // first attempts are not charged: only retries are on credit
+func (b *CreditBudget) failed(now time.Time, retry, _, timeout bool) {
+	if !retry && !timeout {
+		return // a first attempt's fast failure is not charged: only retries are on credit
 	}
 	b.earn(now.UnixNano())
+	if !retry && b.balance.Load() > 0 {
+		return // a first attempt's timeout is charged only while in debt
+	}
 	b.add(-milli)
 }
 
@@ -173,11 +190,11 @@ func (b *CreditBudget) earn(now int64) {
 	}
 	for {
 		mark := b.earned.Load()
-		if mark == 0 || now-mark > b.fillSpan {
+		if mark == notEarned || now-mark > b.fillSpan {
 			// First use, or long enough ago to fill any balance: start
 			// counting from now (filling it if it was not the first use).
 			if b.earned.CompareAndSwap(mark, now) {
-				if mark != 0 {
+				if mark != notEarned {
 					b.add(b.maxBalance - b.minBalance)
 				}
 				return

@@ -113,7 +113,7 @@ func TestHedgeBudgetAndEvents(t *testing.T) {
 		t.Fatal("a full throttle refused a hedge")
 	}
 	call.Attempts = 2
-	th.failed(time.Now(), false, false) // at half: no more retries
+	th.failed(time.Now(), false, false, false) // at half: no more retries
 	if ok, err := c.Hedge(ctx, call, false); ok || err != nil {
 		t.Fatalf("Hedge = %v, %v; want refused, the call going on", ok, err)
 	}

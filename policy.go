@@ -68,8 +68,10 @@ type Policy struct {
 
 	// ConnectWait is the longest a retry waits for the client's channel to
 	// have a ready connection before it is sent (default 10s; negative: do
-	// not wait). The wait also ends with the caller's deadline and with
-	// PerAttemptTimeout, and sends nothing: a retry after a restart or a
+	// not wait). The wait is no longer than PerAttemptTimeout either, ends
+	// with the caller's deadline, and does not count against the attempt's
+	// own PerAttemptTimeout, which starts once the retry is sent. It sends
+	// nothing: a retry after a restart or a
 	// lost connection goes out once gRPC has reconnected, instead of
 	// failing at once against a channel in TRANSIENT_FAILURE (gRPC's own
 	// reconnect backoff is about a second). If the caller's deadline ends
@@ -93,13 +95,15 @@ type Policy struct {
 	// and commit the stream when sent. Negative is invalid.
 	MaxReplayBytes int
 
-	// Budget limits retries across every call that shares it (see Budget).
-	// Nil means a fresh NewRatioBudget(DefaultBudgetRatio,
-	// DefaultBudgetMinPerSecond) for each interceptor built from the
-	// policy (DialOptions builds one, shared by its unary and stream
-	// interceptors): retries up to 10% of the successful calls (5 in hand
-	// at most) plus one every two seconds. Set a Budget you made to share it between Unary and Stream,
-	// or across clients; set NoBudget to turn budgeting off.
+	// Budget limits retries (and hedges) across every call that shares it
+	// (see Budget). Nil means a fresh DefaultCreditBudget() for each
+	// interceptor built from the policy (DialOptions builds one, shared by
+	// its unary and stream interceptors): retries are sent on credit and
+	// paid only if they fail, from 0.1 retry earned per successful call and
+	// 0.05 per second, so a transient partial failure is retried in full and
+	// a sustained outage costs about 1.05 attempts per call or less. Set a
+	// Budget you made to share it between clients; set NoBudget to turn
+	// budgeting off.
 	Budget Budget
 
 	// Classify maps a failed attempt's status and trailer to a class
@@ -212,10 +216,10 @@ type Hedging struct {
 
 // DefaultPolicy returns the policy that the zero Policy stands for, with
 // every default written out: 4 attempts, 1s initial backoff doubling to 10s,
-// full jitter, no per-attempt timeout, pushback honoured up to 30s, 256 KiB
-// of replay buffer per stream, a retry budget of 10% of successful calls
-// plus one every two seconds,
-// classification by Classify, all methods, no idempotency key.
+// full jitter, no per-attempt timeout, retries waiting up to 10s for a
+// connection, pushback honoured up to 30s, 256 KiB of replay buffer per
+// stream, classification by Classify, all methods, no idempotency key. Its
+// Budget is nil (each interceptor then makes its own DefaultCreditBudget).
 func DefaultPolicy() Policy {
 	return Policy{
 		MaxAttempts:    DefaultMaxAttempts,
@@ -223,6 +227,7 @@ func DefaultPolicy() Policy {
 		MaxBackoff:     DefaultMaxBackoff,
 		Multiplier:     DefaultMultiplier,
 		Jitter:         FullJitter,
+		ConnectWait:    DefaultConnectWait,
 		MaxPushback:    DefaultMaxPushback,
 		MaxReplayBytes: DefaultMaxReplayBytes,
 		Classify:       Classify,

@@ -206,11 +206,11 @@ func (c *compiled) Failed(ctx context.Context, call *interceptor.Call, o interce
 	pb := serverPushback(st, o.Trailer)
 	if s.lastClass == Permanent {
 		if pb.stop && !o.Committed {
-			c.Budget.failed(now, o.Attempt > 1, false)
+			c.Budget.failed(now, o.Attempt > 1, false, false)
 		}
 		return stop(StopPermanent)
 	}
-	c.Budget.failed(now, o.Attempt > 1, o.Committed)
+	c.Budget.failed(now, o.Attempt > 1, o.Committed, s.lastClass == Timeout)
 	if s.lastClass == Timeout && call.Hedging && c.latency(call.Method) != nil {
 		c.latency(call.Method).observe(o.Elapsed) // an attempt that ran out of time says how long answers take
 	}

@@ -42,7 +42,9 @@ func (seamClock) Sleep(ctx context.Context, _ time.Duration) error { return ctx.
 // seamBudget adapts a seam.Budget to Budget.
 type seamBudget struct{ b seam.Budget }
 
-func (s seamBudget) success()                                    { s.b.Success() }
-func (s seamBudget) failed(now time.Time, retry, committed bool) { s.b.Failed(now, retry, committed) }
-func (s seamBudget) tryRetry(now time.Time) bool                 { return s.b.TryRetry(now) }
-func (seamBudget) validate() error                               { return nil }
+func (s seamBudget) success() { s.b.Success() }
+func (s seamBudget) failed(now time.Time, retry, committed, timeout bool) {
+	s.b.Failed(now, retry, committed, timeout)
+}
+func (s seamBudget) tryRetry(now time.Time) bool { return s.b.TryRetry(now) }
+func (seamBudget) validate() error               { return nil }

@@ -225,10 +225,10 @@ func (h *hedgeState) fire(b *timerBox) {
 		h.arm(c.HedgeDelay)
 	}
 	h.mu.Unlock()
-	actx := h.start(a)
-	if alone && c.ConnectWait > 0 {
-		waitReady(actx, h.cc, c.ConnectWait) // nothing is in flight: as a retry, wait for a connection
+	if alone {
+		waitReady(h.callCtx, h.cc, c.connectWait()) // nothing is in flight: as a retry, wait for a connection
 	}
+	actx := h.start(a)
 	err := h.invoker(actx, h.method, h.req, a.reply, h.cc, a.opts...)
 	h.end(a, err)
 }

@@ -120,6 +120,9 @@ func newHedgeStream(ctx context.Context, d Decider, desc *grpc.StreamDesc, cc *g
 // openAttempt opens attempt n and replays the kept messages onto it. The
 // caller holds sendMu (not mu).
 func (s *hedgeStream) openAttempt(n int, alone bool) {
+	if alone && n > 1 {
+		waitReady(s.callCtx, s.cc, s.call.connectWait()) // nothing is in flight: as a retry, wait for a connection
+	}
 	a := &streamHedge{n: n}
 	timeout := s.call.AttemptTimeout
 	ctx, cancel := context.WithCancel(attemptMetadataFor(s.callCtx, n))
@@ -133,9 +136,6 @@ func (s *hedgeStream) openAttempt(n int, alone bool) {
 	}
 	if s.call.Timed {
 		a.start = time.Now()
-	}
-	if alone && n > 1 && s.call.ConnectWait > 0 {
-		waitReady(ctx, s.cc, s.call.ConnectWait)
 	}
 	cs, err := s.streamer(ctx, s.desc, s.cc, s.method, s.opts.attempt...)
 	if err != nil {

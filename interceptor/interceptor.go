@@ -51,9 +51,10 @@ type Call struct {
 	// grpc.MaxRetryRPCBufferSize call option overrides it.
 	MaxReplayBytes int
 	// ConnectWait, if positive, is the longest a retry waits for the
-	// channel to have a ready connection before it is sent (it also ends
-	// with the caller's context and the attempt timeout). 0 sends retries
-	// at once, whatever the channel's state. Set by Begin.
+	// channel to have a ready connection before it is sent (no longer than
+	// AttemptTimeout either, and it ends with the caller's context). The
+	// attempt's own timeout starts once it is sent. 0 sends retries at
+	// once, whatever the channel's state. Set by Begin.
 	ConnectWait time.Duration
 	// HeaderKey and HeaderValue, if HeaderKey is set, are added to the
 	// outgoing metadata of every attempt (an idempotency key, say).

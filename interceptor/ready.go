@@ -21,7 +21,7 @@ import (
 // retries can all be spent before the server is back. Waiting for the
 // channel instead sends nothing until a connection exists.
 func waitReady(ctx context.Context, cc *grpc.ClientConn, d time.Duration) bool {
-	if cc == nil {
+	if cc == nil || d <= 0 {
 		return true
 	}
 	s := cc.GetState()
@@ -42,4 +42,14 @@ func waitReady(ctx context.Context, cc *grpc.ClientConn, d time.Duration) bool {
 		}
 		s = cc.GetState()
 	}
+}
+
+// connectWait is how long a retry of c waits for a ready connection:
+// ConnectWait, and no longer than one attempt may take. The wait comes
+// before the attempt, whose own timeout starts once it is sent.
+func (c *Call) connectWait() time.Duration {
+	if c.AttemptTimeout > 0 && c.ConnectWait > 0 {
+		return min(c.ConnectWait, c.AttemptTimeout)
+	}
+	return c.ConnectWait
 }

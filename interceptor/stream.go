@@ -154,12 +154,22 @@ type attempt struct {
 // still holds it.
 func (s *retryStream) open() error {
 	s.call.Attempts++
+	if s.call.Attempts > 1 {
+		start := time.Now()
+		ready := waitReady(s.callCtx, s.cc, s.call.connectWait())
+		s.call.Idle += time.Since(start)
+		if !ready && s.ctx.Err() != nil {
+			s.call.Attempts--
+			return errUnstarted
+		}
+	}
 	a := &s.first // the first attempt needs no allocation of its own
 	if s.call.Attempts > 1 {
 		a = new(attempt)
 	}
 	// An attempt ends by itself when it fails (that is when it is
-	// replaced), so it needs a cancel of its own only for the timeout.
+	// replaced), so it needs a cancel of its own only for the timeout,
+	// which starts now that the attempt is sent.
 	ctx := attemptMetadata(s.callCtx, &s.call)
 	timeout := s.call.AttemptTimeout
 	if timeout > 0 {
@@ -169,16 +179,6 @@ func (s *retryStream) open() error {
 				a.cancel()
 			}
 		})
-	}
-	if s.call.Attempts > 1 && s.call.ConnectWait > 0 {
-		start := time.Now()
-		ready := waitReady(ctx, s.cc, s.call.ConnectWait)
-		s.call.Idle += time.Since(start)
-		if !ready && s.ctx.Err() != nil {
-			a.stop()
-			s.call.Attempts--
-			return errUnstarted
-		}
 	}
 	cs, err := s.streamer(ctx, s.desc, s.cc, s.method, s.opts.attempt...)
 	if err != nil {

@@ -98,12 +98,8 @@ func (u *unaryCall) attempts(ctx context.Context, d Decider, method string, req,
 	var idleSince time.Time
 	for {
 		c.Attempts++
-		actx, cancel := attemptContext(callCtx, c)
 		if c.Attempts > 1 {
-			if c.ConnectWait > 0 && !waitReady(actx, cc, c.ConnectWait) && ctx.Err() != nil {
-				if cancel != nil {
-					cancel()
-				}
+			if !waitReady(callCtx, cc, c.connectWait()) && ctx.Err() != nil {
 				c.Attempts--
 				c.Idle += time.Since(idleSince)
 				_, final := d.Failed(ctx, c, Outcome{Err: last, Unstarted: true, Attempt: c.Attempts})
@@ -111,6 +107,7 @@ func (u *unaryCall) attempts(ctx context.Context, d Decider, method string, req,
 			}
 			c.Idle += time.Since(idleSince)
 		}
+		actx, cancel := attemptContext(callCtx, c)
 		var start time.Time
 		if c.Timed {
 			start = time.Now()

@@ -46,16 +46,15 @@ func (f serveFunc) serve(c *call, now time.Duration) (time.Duration, error) { re
 //
 //   - Begin once per call; the call's deadline shortened by Call.Timeout
 //     (Policy.Timeout), if set; Attempts incremented before each attempt;
-//   - the attempt's deadline is the caller's, shortened by the policy's
-//     per-attempt timeout counted from the start of the attempt (before any
-//     wait for a connection, as the interceptor derives the attempt context
-//     first);
 //   - a retry on a channel that is not ready waits for it when
-//     Call.ConnectWait > 0, at most ConnectWait, the attempt deadline and
-//     the caller's deadline; if the caller's deadline ends the wait, the
+//     Call.ConnectWait > 0, at most ConnectWait, the per-attempt timeout
+//     and the caller's deadline; if the caller's deadline ends the wait, the
 //     attempt is not made and Failed is told so (Outcome.Unstarted, with
 //     Attempts not counting it); otherwise the attempt is sent when the
 //     wait ends, ready or not;
+//   - the attempt's deadline is the caller's, shortened by the policy's
+//     per-attempt timeout counted from when the attempt is sent (after any
+//     wait for a connection);
 //   - an attempt sent on a channel that is not ready fails fast
 //     (Unavailable) without reaching the server;
 //   - an attempt that the server has not answered by the attempt deadline
@@ -77,7 +76,6 @@ type client struct {
 	srv      server
 	ch       *channel      // nil: always ready
 	deadline time.Duration // of every call, from its start; 0: none
-	noter    attemptNoter  // a prototype budget told of failed attempts (may be nil)
 
 	onSend func(c *call, now time.Duration) // an attempt reaches the server (may be nil)
 	onDone func(c *call)                    // a call ends (may be nil)
@@ -134,16 +132,15 @@ const noDeadline = time.Duration(1<<63 - 1)
 func (cl *client) attempt(c *call) {
 	c.ic.Attempts++
 	now := cl.sim.now
-	adl := noDeadline
-	if c.ctx.has {
-		adl = c.dl
-	}
-	if t := c.ic.AttemptTimeout; t > 0 {
-		adl = min(adl, now+t)
-	}
-	c.adl = adl
 	if c.ic.Attempts > 1 && c.ic.ConnectWait > 0 && cl.ch != nil && !cl.ch.ready(now) {
-		waitEnd := min(now+c.ic.ConnectWait, adl)
+		wait := c.ic.ConnectWait
+		if t := c.ic.AttemptTimeout; t > 0 {
+			wait = min(wait, t)
+		}
+		waitEnd := now + wait
+		if c.ctx.has {
+			waitEnd = min(waitEnd, c.dl)
+		}
 		switch r := cl.ch.readyAt(now); {
 		case r < waitEnd:
 			cl.sim.step(r, evSend, c, nil)
@@ -162,9 +159,18 @@ func (cl *client) attempt(c *call) {
 	cl.send(c)
 }
 
-// send sends attempt c.ic.Attempts now, with deadline c.adl.
+// send sends attempt c.ic.Attempts now: its deadline is the caller's,
+// shortened by the per-attempt timeout from now.
 func (cl *client) send(c *call) {
-	now, adl := cl.sim.now, c.adl
+	now := cl.sim.now
+	adl := noDeadline
+	if c.ctx.has {
+		adl = c.dl
+	}
+	if t := c.ic.AttemptTimeout; t > 0 {
+		adl = min(adl, now+t)
+	}
+	c.adl = adl
 	if c.ic.Attempts > 1 {
 		c.ic.Idle += now - c.idleSince
 	}
@@ -201,9 +207,6 @@ func (cl *client) attemptEnded(c *call, err error) {
 		return
 	}
 	c.last = err
-	if cl.noter != nil {
-		cl.noter.noteAttempt(err)
-	}
 	delay, final := cl.dec.Failed(&c.ctx, &c.ic, interceptor.Outcome{Err: err, Attempt: c.ic.Attempts, Elapsed: c.ic.Elapsed})
 	if final != nil {
 		cl.finish(c, final)

@@ -22,9 +22,8 @@ func newFleet(s *sim, n int, spec policySpec, p retry.Policy, srv server, deadli
 	f := &fleet{sim: s}
 	for i := range n {
 		rnd := newRand(seed, saltJitter, uint64(i))
-		dec, b := spec.decider(p, s.Now, rnd.Float64)
+		dec, _ := spec.decider(p, s.Now, rnd.Float64)
 		cl := &client{id: i, sim: s, dec: dec, srv: srv, deadline: deadline}
-		cl.noter, _ = b.(attemptNoter)
 		f.clients = append(f.clients, cl)
 	}
 	return f

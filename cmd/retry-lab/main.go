@@ -89,7 +89,7 @@
 // # Budgets
 //
 // The rows are retry.NoBudget, retry.NewThrottle(10, 0.1) (gRFC A6),
-// retry.NewRatioBudget(0.1, 0.5), the default retry.DefaultCreditBudget(),
+// the former ratio budget, the default retry.DefaultCreditBudget(),
 // -credit rows of retry.NewCreditBudget, and credit budgets prototyped in
 // the lab (see creditProto): a budget the root package does not have yet,
 // played through the same seam, to measure a rule before it is written.

@@ -44,7 +44,7 @@ func TestDeterministic(t *testing.T) {
 	if a.String() != b.String() {
 		t.Errorf("two runs differ:\n%s\n---\n%s", a.String(), b.String())
 	}
-	for _, want := range []string{"A. Replica loss", "A'. Replica hang", "D. Quiet client", "R. Restart", "credit+timeouts"} {
+	for _, want := range []string{"A. Replica loss", "A'. Replica hang", "D. Quiet client", "R. Restart", "credit-no-timeout-rule"} {
 		if !strings.Contains(a.String(), want) {
 			t.Errorf("output lacks %q", want)
 		}

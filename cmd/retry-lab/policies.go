@@ -62,8 +62,8 @@ func standardPolicies() []policySpec {
 			budget: func() retry.Budget { return retry.NoBudget }},
 		{name: "throttle", desc: "retry.NewThrottle(10, 0.1): gRFC A6 retry throttling",
 			budget: func() retry.Budget { return retry.NewThrottle(10, 0.1) }},
-		{name: "ratio", desc: "retry.NewRatioBudget(0.1, 0.5): the former default",
-			budget: func() retry.Budget { return retry.NewRatioBudget(0.1, 0.5) }},
+		{name: "ratio", desc: "the former default (0.1 retry per success, at most 5, plus 0.5/s): the lab's copy",
+			proto: func() seam.Budget { return newRatioBudget() }},
 		creditSpec("credit", retry.CreditBudgetConfig{}),
 	}
 }
@@ -114,13 +114,15 @@ func creditName(ratio, perSecond, maxBalance, maxDebt float64) string {
 	return fmt.Sprintf("credit(%g,%g,%g,%g)", ratio, perSecond, maxBalance, maxDebt)
 }
 
-// protoPolicies are rows of budgets prototyped in the lab: the first is
-// shown by default, the others only when named.
+// protoPolicies are rows of the credit budget with other timeout rules,
+// played by the lab's copy of it: the first is shown by default (it is the
+// credit budget without its timeout rule, to show what the rule is for),
+// the others only when named.
 func protoPolicies() []policySpec {
 	return []policySpec{
-		protoSpec("credit+timeouts", retry.CreditBudgetConfig{}, timeoutsInDebt),
+		protoSpec("credit-no-timeout-rule", retry.CreditBudgetConfig{}, timeoutsFree),
 		protoSpec("credit+timeouts-always", retry.CreditBudgetConfig{}, timeoutsAlways),
-		protoSpec("credit-proto", retry.CreditBudgetConfig{}, timeoutsFree),
+		protoSpec("credit-copy", retry.CreditBudgetConfig{}, timeoutsInDebt),
 	}
 }
 
@@ -130,11 +132,11 @@ func protoSpec(name string, cfg retry.CreditBudgetConfig, rule timeoutRule) poli
 	var desc string
 	switch rule {
 	case timeoutsFree:
-		desc = " (the lab's copy of it)"
+		desc = ", without the timeout rule: a first attempt that times out is never charged"
 	case timeoutsInDebt:
-		desc = " + while in debt, a first attempt that times out is charged (prototype)"
+		desc = " (the lab's copy of it)"
 	case timeoutsAlways:
-		desc = " + every first attempt that times out is charged (prototype)"
+		desc = ", every first attempt that times out charged (not only while in debt)"
 	}
 	return policySpec{
 		name: name,

@@ -4,31 +4,30 @@ import (
 	"math"
 	"time"
 
-	"google.golang.org/grpc/status"
-
 	"github.com/seed4f82f287/retry"
 )
 
-// timeoutRule is a prototype rule for retry.CreditBudget: when a first
-// attempt that fails with class Timeout (the per-attempt timeout fired, or
-// the server's own DeadlineExceeded) is charged one retry, as a failed
-// retry is. CreditBudget never charges first attempts.
+// timeoutRule is a rule for charging a first attempt that fails with class
+// Timeout (the per-attempt timeout fired, or the server's own
+// DeadlineExceeded) one retry, as a failed retry is.
 type timeoutRule uint8
 
 const (
-	// timeoutsFree is CreditBudget as it is.
+	// timeoutsFree never charges a first attempt: CreditBudget's rules
+	// without its timeout rule.
 	timeoutsFree timeoutRule = iota
 	// timeoutsInDebt charges a first attempt's timeout only while the
 	// balance is at or below zero, after the floor's credit for the time
-	// so far is paid in.
+	// so far is paid in: CreditBudget's own rule.
 	timeoutsInDebt
 	// timeoutsAlways charges every first attempt's timeout.
 	timeoutsAlways
 )
 
-// creditProto is a prototype of a change to retry.CreditBudget, played in
-// the lab through the internal seam. With timeoutsFree it is CreditBudget,
-// rule for rule (the lab's tests check that both give the same numbers).
+// creditProto is retry.CreditBudget with a choice of timeout rule, played in
+// the lab through the internal seam to compare the rules. With
+// timeoutsInDebt it is CreditBudget, rule for rule (the lab's tests check
+// that both give the same numbers).
 //
 // Why a rule for timeouts: the budget learns that a retry failed only when
 // its failure comes back. A fast failure comes back in a millisecond, but a
@@ -45,15 +44,6 @@ const (
 // nothing changes, so a partial failure that hangs instead of failing
 // fast (scenario A') is still retried in full; timeoutsAlways would refuse
 // those retries, as gRFC A6 throttling does.
-//
-// The root package would implement timeoutsInDebt by passing the failed
-// attempt's class to Budget.failed, and in CreditBudget.failed:
-//
-//	if !retry {
-//		if class != Timeout { return }
-//		b.earn(now); if b.balance.Load() > 0 { return }
-//	}
-//	b.earn(now); b.add(-milli)
 type creditProto struct {
 	rule timeoutRule
 
@@ -61,13 +51,8 @@ type creditProto struct {
 	nsPerMilli, fillSpan          int64
 	balance, earned               int64
 
-	timedOut bool // the attempt being reported timed out (set by noteAttempt)
+	started bool // earned is set
 }
-
-// attemptNoter is implemented by prototypes that need to know more about
-// a failed attempt than retry.Budget's arguments say. The lab calls it
-// just before Decider.Failed, which calls the budget synchronously.
-type attemptNoter interface{ noteAttempt(err error) }
 
 func newCreditProto(cfg retry.CreditBudgetConfig, rule timeoutRule) *creditProto {
 	cfg = retry.NewCreditBudget(cfg).Config() // the defaults filled in
@@ -89,10 +74,6 @@ func newCreditProto(cfg retry.CreditBudgetConfig, rule timeoutRule) *creditProto
 	return b
 }
 
-func (b *creditProto) noteAttempt(err error) {
-	b.timedOut = retry.Classify(status.Convert(err), nil) == retry.Timeout
-}
-
 func (b *creditProto) Success() {
 	if b.ratio == 0 || b.balance >= b.maxBalance {
 		return
@@ -100,15 +81,13 @@ func (b *creditProto) Success() {
 	b.add(b.ratio)
 }
 
-func (b *creditProto) Failed(now time.Time, retried, _ bool) {
+func (b *creditProto) Failed(now time.Time, retried, _, timedOut bool) {
+	if !retried && (!timedOut || b.rule == timeoutsFree) {
+		return
+	}
 	b.earn(now.UnixNano())
-	if !retried {
-		switch {
-		case !b.timedOut || b.rule == timeoutsFree:
-			return
-		case b.rule == timeoutsInDebt && b.balance > 0:
-			return
-		}
+	if !retried && b.rule == timeoutsInDebt && b.balance > 0 {
+		return
 	}
 	b.add(-1000)
 }
@@ -126,11 +105,11 @@ func (b *creditProto) earn(now int64) {
 	if b.nsPerMilli == 0 {
 		return
 	}
-	if b.earned == 0 || now-b.earned > b.fillSpan {
-		if b.earned != 0 {
+	if !b.started || now-b.earned > b.fillSpan {
+		if b.started {
 			b.add(b.maxBalance - b.minBalance)
 		}
-		b.earned = now
+		b.earned, b.started = now, true
 		return
 	}
 	if n := (now - b.earned) / b.nsPerMilli; n > 0 {

@@ -29,7 +29,7 @@ func restartScenario() scenario {
 			"backoff 1s, ×1.6, ±20%: back 1s to 2.9s after the drop). fail fast: retries are sent at once (ConnectWait < 0);",
 			"connection-aware: a retry waits for the channel to be ready (ConnectWait 10s, bounded by the deadline).",
 			"Calls hit: in flight at the drop or started before the channel is back; 20 restarts, each with a fresh client.",
-			"2s attempt timeout: connection-aware with PerAttemptTimeout 2s, which also bounds the wait for the channel.",
+			"2s attempt timeout: connection-aware with PerAttemptTimeout 2s, which also bounds each wait for the channel (the attempt's own 2s start once it is sent).",
 		},
 		header:   []string{"fail fast", "connection-aware", "aware, 2s attempt timeout"},
 		variants: 3,

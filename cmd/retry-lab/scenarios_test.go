@@ -33,9 +33,9 @@ func TestBurst(t *testing.T) {
 			}
 		}
 	}
-	// A hang is retried in full by the credit budget, with or without the
-	// prototype rule, but not by a rule charging every timeout.
-	for _, name := range []string{"nobudget", "credit", "credit+timeouts"} {
+	// A hang is retried in full by the credit budget, with or without its
+	// timeout rule, but not by a rule charging every timeout.
+	for _, name := range []string{"nobudget", "credit", "credit-no-timeout-rule"} {
 		if r := runBurst(1, policy(t, name), 300, false, true); r.ok != r.calls {
 			t.Errorf("hang, %s: %d of %d calls succeeded, want all", name, r.ok, r.calls)
 		}
@@ -124,7 +124,7 @@ func TestMeta(t *testing.T) {
 	} else if _, ok := r.recovery(); ok {
 		t.Error("nobudget at 80%: recovered; want never")
 	}
-	for _, name := range []string{"throttle", "credit+timeouts"} {
+	for _, name := range []string{"throttle", "credit"} {
 		r := runMeta(1, policy(t, name), 0.9, 10, testMeta)
 		if s, ok := r.recovery(); !ok || s > 60 {
 			t.Errorf("%s at 90%%, 10 clients: recovered %v after %vs; want within 60s", name, ok, s)
@@ -132,12 +132,12 @@ func TestMeta(t *testing.T) {
 	}
 }
 
-// TestProtoIsCredit checks that the lab's copy of CreditBudget, without
-// its prototype rule, decides exactly as the package's: runs give the
-// same results.
+// TestProtoIsCredit checks that the lab's copy of CreditBudget, with its
+// timeout rule, decides exactly as the package's: runs give the same
+// results.
 func TestProtoIsCredit(t *testing.T) {
 	t.Parallel()
-	credit, proto := policy(t, "credit"), policy(t, "credit-proto")
+	credit, proto := policy(t, "credit"), policy(t, "credit-copy")
 	if a, b := runMeta(3, credit, 0.9, 10, testMeta), runMeta(3, proto, 0.9, 10, testMeta); !equalResults(a, b) {
 		t.Errorf("meta: credit %v, its copy %v", a, b)
 	}

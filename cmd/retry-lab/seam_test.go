@@ -64,7 +64,7 @@ type countingBudget struct {
 }
 
 func (b *countingBudget) Success() {}
-func (b *countingBudget) Failed(now time.Time, _, _ bool) {
+func (b *countingBudget) Failed(now time.Time, _, _, _ bool) {
 	b.failed++
 	b.at = now
 }

@@ -52,9 +52,9 @@ func allPolicies() []policySpec {
 		{name: "default", desc: fmt.Sprintf("MaxAttempts 4, full jitter, Budget: nil (the default CreditBudget per client: Ratio %g, PerSecond %g, Max %g, MaxDebt %g)",
 			retry.DefaultCreditRatio, retry.DefaultCreditPerSecond, float64(retry.DefaultCreditMax), float64(retry.DefaultCreditMaxDebt)),
 			newRun: perClient(func() retry.Policy { return simPolicy(retry.FullJitter, nil) })},
-		{name: "ratio-shared", desc: fmt.Sprintf("MaxAttempts 4, full jitter, one NewRatioBudget(%g, %g) shared by all the clients", retry.DefaultBudgetRatio, retry.DefaultBudgetMinPerSecond),
+		{name: "default-shared", desc: "MaxAttempts 4, full jitter, one DefaultCreditBudget() shared by all the clients",
 			newRun: func() func() retry.Policy {
-				b := retry.NewRatioBudget(retry.DefaultBudgetRatio, retry.DefaultBudgetMinPerSecond)
+				b := retry.DefaultCreditBudget()
 				return func() retry.Policy { return simPolicy(retry.FullJitter, b) }
 			}},
 		{name: "throttle", desc: "MaxAttempts 4, full jitter, Budget: retry.NewThrottle(10, 0.1) per client (gRFC A6)",

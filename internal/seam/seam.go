@@ -23,7 +23,7 @@ import (
 // concurrent use if the Decider is driven from one goroutine.
 type Budget interface {
 	Success()
-	Failed(now time.Time, retry, committed bool)
+	Failed(now time.Time, retry, committed, timeout bool)
 	TryRetry(now time.Time) bool
 }
 

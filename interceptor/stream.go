@@ -525,14 +525,19 @@ func (s *retryStream) attemptEnded(a *attempt, err error) error {
 // trailers-only failure), Header handles its end as RecvMsg would: it
 // retries and waits for the next attempt's headers, or, when the call is
 // over, returns nil headers and no error (RecvMsg then returns the call's
-// error), as grpc-go's streams do.
+// error), as grpc-go's streams do. Once the call is over, Header returns
+// the headers of the attempt the caller got its answer from (nil if it
+// had none), as grpc-go's streams do.
 func (s *retryStream) Header() (metadata.MD, error) {
 	for {
 		s.mu.Lock()
 		done, a := s.done, s.cur
 		s.mu.Unlock()
 		if done {
-			return nil, nil
+			if a == nil {
+				return nil, nil
+			}
+			return a.cs.Header() // the attempt has ended: this does not wait
 		}
 		if s.committed.Load() {
 			return a.cs.Header()

@@ -146,6 +146,10 @@ type attempt struct {
 	state  atomic.Int32       // timing, answered or timedOut
 	broken bool               // a send failed: the attempt is over, RecvMsg will say why (guarded by mu)
 	local  bool               // a send failed with an error of the client's own (guarded by mu)
+	// localErr is the error of a send the client itself refused (a
+	// message over the send limit): it ends the call, whatever the attempt
+	// had received (guarded by mu).
+	localErr error
 }
 
 // open starts attempt number s.call.Attempts+1 and the replay of the kept
@@ -234,7 +238,7 @@ func (s *retryStream) sendFailed(a *attempt, err error) {
 	s.mu.Lock()
 	a.broken = true
 	if err != io.EOF {
-		a.local = true
+		a.local, a.localErr = true, err
 	}
 	s.mu.Unlock()
 }
@@ -467,8 +471,13 @@ func (s *retryStream) RecvMsg(m any) error {
 			s.mu.Unlock()
 			return final
 		}
-		a := s.cur
+		a, localErr := s.cur, s.cur.localErr
 		s.mu.Unlock()
+		if localErr != nil {
+			// A refused send ended the call: what the attempt may have
+			// received since is not delivered.
+			return s.attemptEnded(a, localErr)
+		}
 		err := a.cs.RecvMsg(m)
 		if err == nil {
 			s.mu.Lock()
@@ -494,8 +503,11 @@ func (s *retryStream) RecvMsg(m any) error {
 // (io.EOF for success). The caller holds recvMu.
 func (s *retryStream) attemptEnded(a *attempt, err error) error {
 	s.mu.Lock()
-	responded, committed, local := s.responded, s.committed.Load(), a.local
+	responded, committed, localErr := s.responded, s.committed.Load(), a.localErr
 	s.mu.Unlock()
+	if localErr != nil {
+		err = localErr // the call's end, whatever the attempt reported after it
+	}
 	if err == io.EOF {
 		if s.desc.ServerStreams || responded {
 			s.end(io.EOF)
@@ -512,7 +524,7 @@ func (s *retryStream) attemptEnded(a *attempt, err error) error {
 			committed = true // response headers had arrived (gRFC A6)
 		}
 	}
-	o := Outcome{Err: err, Trailer: a.cs.Trailer(), Committed: committed, Local: local || localError(err)}
+	o := Outcome{Err: err, Trailer: a.cs.Trailer(), Committed: committed, Local: localErr != nil || localError(err)}
 	if err := s.decide(o); err != nil {
 		return err
 	}

@@ -5,7 +5,9 @@ package integration_test
 // differential test (differential_test.go) found.
 
 import (
+	"context"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -61,4 +63,83 @@ func TestStreamHeaderAfterEnd(t *testing.T) {
 			}
 		})
 	}
+}
+
+// recvProbe is a stream interceptor placed under retry.Stream: it closes
+// entered when the caller's RecvMsg first reaches an attempt's stream.
+type recvProbe struct {
+	once    sync.Once
+	entered chan struct{}
+}
+
+func (p *recvProbe) intercept(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	cs, err := streamer(ctx, desc, cc, method, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return &recvProbedStream{ClientStream: cs, p: p}, nil
+}
+
+type recvProbedStream struct {
+	grpc.ClientStream
+	p *recvProbe
+}
+
+func (s *recvProbedStream) RecvMsg(m any) error {
+	s.p.once.Do(func() { close(s.p.entered) })
+	return s.ClientStream.RecvMsg(m)
+}
+
+// TestStreamHeaderWhileReceiving: one goroutine waits in Recv while
+// another calls Header, and the first attempt fails trailers-only. The
+// receiver retries; Header must return the new attempt's headers as soon as
+// they arrive (as grpc-go's does), not only once the receiver gets a
+// message: here the server sends its headers, then waits for a message that
+// the caller sends only after Header returns.
+func TestStreamHeaderWhileReceiving(t *testing.T) {
+	s := &stubServer{}
+	release := make(chan struct{})
+	s.ChatF = func(stream grpc.BidiStreamingServer[inferencev1.ChatRequest, inferencev1.ChatResponse]) error {
+		if s.attempt(stream.Context()) == 1 {
+			<-release
+			return status.Error(codes.Unavailable, "first attempt lost")
+		}
+		if err := stream.SendHeader(metadata.Pairs("x-stage", "headers")); err != nil {
+			return err
+		}
+		m, err := stream.Recv()
+		if err != nil {
+			return err
+		}
+		return stream.Send(&inferencev1.ChatResponse{Text: m.GetText()})
+	}
+	probe := &recvProbe{entered: make(chan struct{})}
+	c := dialStream(t, s, streamPolicy(), grpc.WithChainStreamInterceptor(probe.intercept))
+	stream, err := c.Chat(streamCtx(t, 5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		text string
+		err  error
+	}
+	received := make(chan result, 1)
+	go func() {
+		m, err := stream.Recv()
+		received <- result{m.GetText(), err}
+	}()
+	<-probe.entered // the receiver is waiting on the first attempt
+	close(release)
+	md, err := stream.Header()
+	if err != nil || !slices.Equal(md.Get("x-stage"), []string{"headers"}) {
+		t.Fatalf("Header() = %v, %v; want the second attempt's headers", md, err)
+	}
+	if err := stream.Send(&inferencev1.ChatRequest{Text: "after the headers"}); err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	stream.CloseSend()
+	if r := <-received; r.err != nil || r.text != "after the headers" {
+		t.Fatalf("Recv = %q, %v; want the echo, once Header had returned", r.text, r.err)
+	}
+	wantArrivals(t, s, methodChat, 2)
 }

@@ -128,6 +128,10 @@ type retryStream struct {
 	responded   bool  // a response message arrived
 	done        bool  // the call's outcome is known
 	final       error // the outcome once done: io.EOF for success
+	// moved, if not nil, is closed (and cleared) when the stream moves on
+	// from its current attempt: a new attempt, commit, or the call's end.
+	// Header waits on it while a receiver settles an attempt's end.
+	moved chan struct{}
 }
 
 // Per-attempt timeout states: the timer and the headers race to move an
@@ -196,6 +200,7 @@ func (s *retryStream) open() error {
 	s.mu.Lock()
 	old := s.cur
 	s.cur = a
+	s.movedLocked()
 	var msgs []any
 	if len(s.replay) > 0 {
 		msgs = slices.Clone(s.replay) // commit may clear s.replay while the replay runs
@@ -289,6 +294,16 @@ func (s *retryStream) commitLocked() {
 	}
 	s.releaseLocked()
 	s.committed.Store(true)
+	s.movedLocked()
+}
+
+// movedLocked wakes the Header calls waiting for the stream to move on
+// from its attempt. The caller holds mu.
+func (s *retryStream) movedLocked() {
+	if s.moved != nil {
+		close(s.moved)
+		s.moved = nil
+	}
 }
 
 // releaseLocked drops the kept messages. The caller holds mu.
@@ -347,6 +362,7 @@ func (s *retryStream) end(outcome error) {
 		return
 	}
 	s.done = true
+	s.movedLocked()
 	s.final = outcome
 	if s.cur != nil {
 		s.cur.stop()
@@ -563,9 +579,25 @@ func (s *retryStream) Header() (metadata.MD, error) {
 			s.mu.Unlock()
 			return md, err
 		}
-		// The attempt ended without headers. Unless the receiving side has
-		// handled that already (or is about to), find out how it ended.
-		s.recvMu.Lock()
+		// The attempt ended without headers. A receiver (RecvMsg, or
+		// another Header) that holds recvMu settles its end and moves on;
+		// since RecvMsg keeps recvMu while it receives from the next
+		// attempt, wait for the move rather than for recvMu. Otherwise
+		// settle the end here.
+		if !s.recvMu.TryLock() {
+			s.mu.Lock()
+			if s.cur != a || s.done || s.committed.Load() {
+				s.mu.Unlock()
+				continue
+			}
+			if s.moved == nil {
+				s.moved = make(chan struct{})
+			}
+			moved := s.moved
+			s.mu.Unlock()
+			<-moved
+			continue
+		}
 		s.mu.Lock()
 		mine := s.cur == a && !s.done && !s.committed.Load()
 		s.mu.Unlock()

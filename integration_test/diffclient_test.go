@@ -333,7 +333,15 @@ func runStream(ctx context.Context, cc *grpc.ClientConn, sc *diffScript, opts []
 			v.Header = header()
 		}
 	}
+	var concurrentHeader chan metadata.MD
+	if sc.HeaderWhileReceiving && !sendFailed {
+		concurrentHeader = make(chan metadata.MD, 1)
+		go func() { concurrentHeader <- header() }()
+	}
 	end := func(err error) (callerView, error) {
+		if concurrentHeader != nil {
+			v.Header = <-concurrentHeader
+		}
 		v.setEnd(err)
 		v.Trailer = emptyToNil(cs.Trailer())
 		if sc.HeaderAfter {

@@ -76,7 +76,7 @@ func normalize(sc *diffScript, im impl, o *observation) ([]string, error) {
 			o.endOutsideRecv = true
 			used = append(used, normSendWait)
 		}
-		if (sc.CallHeader || sc.HeaderFirst) && len(o.Caller.Finished) == 1 && o.Caller.Finished[0] != o.Caller.Code {
+		if (sc.CallHeader || sc.HeaderFirst || sc.HeaderWhileReceiving) && len(o.Caller.Finished) == 1 && o.Caller.Finished[0] != o.Caller.Code {
 			o.Caller.Finished = []codes.Code{o.Caller.Code}
 			o.endOutsideRecv = true
 			used = append(used, normHeaderEnd)

@@ -133,7 +133,10 @@ type diffScript struct {
 	CallHeader  bool // the caller calls Header() after sending
 	HeaderFirst bool // the caller calls Header() before sending
 	HeaderAfter bool // the caller calls Header() after the end
-	Attempts    []diffAttempt
+	// HeaderWhileReceiving: after sending, the caller calls Header() on
+	// one goroutine while another receives to the end.
+	HeaderWhileReceiving bool
+	Attempts             []diffAttempt
 
 	// What the caller's messages count against the replay buffer (see
 	// replayCounts), worked out once.
@@ -167,6 +170,9 @@ func (s *diffScript) String() string {
 		b.WriteString(", Header()")
 	}
 	b.WriteString(", receive to the end")
+	if s.HeaderWhileReceiving {
+		b.WriteString(" while calling Header() on another goroutine")
+	}
 	if s.HeaderAfter {
 		b.WriteString(", Header()")
 	}
@@ -274,6 +280,9 @@ func genScript(seed uint64) *diffScript {
 		s.CallContext = r.IntN(14) == 0
 		s.HeaderAfter = r.IntN(10) < 3
 		s.HeaderFirst = s.Kind.clientStreams() && r.IntN(10) == 0
+		if !s.CallHeader && !s.HeaderFirst && r.IntN(6) == 0 {
+			s.HeaderWhileReceiving = true
+		}
 	}
 	if r.IntN(12) == 0 && s.Kind != diffClientStream {
 		s.RecvLimit = diffRecvLimit
@@ -291,7 +300,7 @@ func genScript(seed uint64) *diffScript {
 
 	// A long pushback, which only a short deadline keeps from slowing
 	// the run: grpc-go sleeps it until the deadline.
-	if r.IntN(40) == 0 {
+	if r.IntN(40) == 0 && !s.HeaderWhileReceiving {
 		s.Deadline = diffShortDelay
 		a := &s.Attempts[r.IntN(s.MaxAttempts)]
 		*a = diffAttempt{ReadFirst: a.ReadFirst, Code: codes.Unavailable, Pushback: []string{diffLongPushback}}

@@ -59,7 +59,8 @@ func (r restartResult) String() string {
 
 type retryCountKey struct{}
 
-// runRestart runs 50 callers, each making a call (5s deadline) every 50ms
+// runRestart runs 50 callers (half unary, half server-streaming), each
+// making a call (5s deadline) every 50ms
 // (or as soon as its previous call returns, if that took longer) for 3s,
 // against a server on loopback TCP that is stopped 0.5s in and started
 // again on the same port 1s later, through retry.DialOptions(p).
@@ -73,6 +74,9 @@ func runRestart(t *testing.T, p retry.Policy) restartResult {
 	stub := &stubServer{}
 	stub.GenerateF = func(ctx context.Context, req *inferencev1.GenerateRequest) (*inferencev1.GenerateResponse, error) {
 		return &inferencev1.GenerateResponse{Text: req.GetPrompt()}, nil
+	}
+	stub.StreamGenerateF = func(req *inferencev1.StreamGenerateRequest, stream grpc.ServerStreamingServer[inferencev1.StreamGenerateResponse]) error {
+		return sendTokens(stream, req.GetPrompt(), 0, 3)
 	}
 	srv := &tcpServer{stub: stub}
 	srv.start(t)
@@ -105,14 +109,28 @@ func runRestart(t *testing.T, p retry.Policy) restartResult {
 		defer cancel()
 		prompt := fmt.Sprintf("%d-%d", i, k)
 		start := time.Now()
-		resp, err := client.Generate(ctx, &inferencev1.GenerateRequest{Prompt: prompt})
+		var err error
+		if i%2 == 0 {
+			var resp *inferencev1.GenerateResponse
+			if resp, err = client.Generate(ctx, &inferencev1.GenerateRequest{Prompt: prompt}); err == nil && resp.GetText() != prompt {
+				err = fmt.Errorf("answer %q, want %q", resp.GetText(), prompt)
+			}
+		} else {
+			var stream grpc.ServerStreamingClient[inferencev1.StreamGenerateResponse]
+			if stream, err = client.StreamGenerate(ctx, &inferencev1.StreamGenerateRequest{Prompt: prompt}); err == nil {
+				var got []string
+				if got, err = recvTokens(stream); err == nil && !slices.Equal(got, wantTokenList(prompt, 0, 3)) {
+					err = fmt.Errorf("tokens %q, want %q", got, wantTokenList(prompt, 0, 3))
+				}
+			}
+		}
 		took := time.Since(start)
 		mu.Lock()
 		defer mu.Unlock()
 		res.calls++
 		res.slowest = max(res.slowest, took)
 		attempts := int(n.Load()) + 1
-		if err == nil && resp.GetText() == prompt {
+		if err == nil {
 			res.ok++
 			res.attempts[attempts]++
 			return
@@ -153,8 +171,8 @@ func runRestart(t *testing.T, p retry.Policy) restartResult {
 }
 
 // TestTCPRestart: a server stopped and started again on the same port
-// (about 1s of connection refused) under 50 concurrent callers with 5s
-// deadlines, through retry.DialOptions(retry.Policy{}): retries wait for
+// (about 1s of connection refused) under 50 concurrent callers (unary and
+// server streams) with 5s deadlines, through retry.DialOptions(retry.Policy{}): retries wait for
 // the channel to reconnect, so at least 99.5% of calls succeed. With
 // ConnectWait -1 (retries do not wait) the rate is logged for contrast.
 func TestTCPRestart(t *testing.T) {

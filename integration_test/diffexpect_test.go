@@ -35,6 +35,7 @@ const (
 	ruleQuota          = "spent quota: RESOURCE_EXHAUSTED with a QuotaFailure detail and no pushback is permanent to us (AIP-194); grpc-go retries the code"
 	ruleTimeout        = "server DEADLINE_EXCEEDED: we retry it (class Timeout) while the caller's deadline has room; grpc-go retries only retryableStatusCodes"
 	ruleCompressed     = "replay buffer: grpc-go counts a compressed message's compressed size; we count its serialized size"
+	ruleServerLimit    = "size-limit text from the server: a RESOURCE_EXHAUSTED whose message is gRPC's \"grpc: received message larger than max\" is not retried by us (StopLocal: the same message would break the limit again), even when the server sent it; grpc-go retries the code"
 	ruleUnaryBuffer    = "replay buffer on unary calls: grpc-go's limit also applies to a unary request, which it then never retries; we retry unary calls whatever the request's size"
 )
 
@@ -82,7 +83,7 @@ func normalize(sc *diffScript, im impl, o *observation) ([]string, error) {
 			used = append(used, normHeaderEnd)
 		}
 	}
-	if strings.HasPrefix(o.Caller.Msg, "grpc: received message") && strings.Contains(o.Caller.Msg, "larger than max") {
+	if sc.RecvLimit > 0 && strings.HasPrefix(o.Caller.Msg, "grpc: received message") && strings.Contains(o.Caller.Msg, "larger than max") && strings.Contains(o.Caller.Msg, strconv.Itoa(sc.RecvLimit)) {
 		o.Caller.Trailer = nil
 		used = append(used, normRecvLocal)
 	}
@@ -199,6 +200,9 @@ func oursPushback(a diffAttempt) (stop bool, wait time.Duration) {
 // failure of attempt j, in the order of the README's stop checks.
 func oursDecision(sc *diffScript, j int) decision {
 	a := sc.attempt(j)
+	if a.LimitText {
+		return decision{reason: retry.StopLocal}
+	}
 	switch a.Code {
 	case codes.Unavailable, codes.DeadlineExceeded:
 	case codes.ResourceExhausted:
@@ -243,6 +247,8 @@ func rule(sc *diffScript, j int) string {
 		return ruleCompressed
 	case og && sc.Kind == diffUnary:
 		return ruleUnaryBuffer
+	case !o.retry && o.reason == retry.StopLocal && a.LimitText:
+		return ruleServerLimit
 	case a.Code == codes.DeadlineExceeded:
 		return ruleTimeout
 	case !o.retry && o.reason == retry.StopPermanent && a.Detail == quotaFailureDetail:
@@ -291,7 +297,7 @@ func failureView(sc *diffScript, j int) callerView {
 	}
 	return callerView{
 		Code:     a.Code,
-		Msg:      fmt.Sprintf("attempt %d: %v", j, a.Code),
+		Msg:      scriptedMessage(a, j),
 		Trailer:  tr,
 		Finished: []codes.Code{a.Code},
 	}

@@ -86,6 +86,9 @@ type diffAttempt struct {
 	Code         codes.Code
 	Pushback     []string
 	Detail       detail
+	// LimitText: the status message is the one gRPC's server library
+	// sends when a message breaks its size limit.
+	LimitText bool
 }
 
 func (a diffAttempt) String() string {
@@ -112,6 +115,9 @@ func (a diffAttempt) String() string {
 	}
 	if a.Detail != noDetail {
 		fmt.Fprintf(&b, " %v", a.Detail)
+	}
+	if a.LimitText {
+		b.WriteString(" (gRPC's size-limit text)")
 	}
 	return b.String()
 }
@@ -384,6 +390,9 @@ func genAttempt(r *rand.Rand, s *diffScript) diffAttempt {
 	}
 	if a.Code == codes.OK {
 		return a
+	}
+	if a.Code == codes.ResourceExhausted && r.IntN(12) == 0 {
+		a.LimitText = true
 	}
 	switch x := r.IntN(100); {
 	case x < 55:

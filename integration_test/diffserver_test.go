@@ -204,7 +204,7 @@ func scriptedStatus(a diffAttempt, n int) error {
 	if a.Code == codes.OK {
 		return nil
 	}
-	st := status.New(a.Code, fmt.Sprintf("attempt %d: %v", n, a.Code))
+	st := status.New(a.Code, scriptedMessage(a, n))
 	var ds []protoadapt.MessageV1
 	switch a.Detail {
 	case retryInfoShort:
@@ -226,6 +226,14 @@ func scriptedStatus(a diffAttempt, n int) error {
 		}
 	}
 	return st.Err()
+}
+
+// scriptedMessage is the status message of attempt n.
+func scriptedMessage(a diffAttempt, n int) string {
+	if a.LimitText {
+		return fmt.Sprintf("grpc: received message larger than max (%d vs. %d)", 4000+n, 4000)
+	}
+	return fmt.Sprintf("attempt %d: %v", n, a.Code)
 }
 
 // scriptedTrailer is attempt n's trailer.

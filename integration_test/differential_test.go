@@ -67,11 +67,12 @@ func TestDifferentialAgainstBuiltinRetry(t *testing.T) {
 					counts[u]++
 				}
 				outcomes[outcome]++
+				enough := len(failures) >= 5
 				mu.Unlock()
 				if *diffVerbose {
 					t.Logf("%v\n  => %s %q %v", sc, outcome, used, err)
 				}
-				if len(failures) >= 5 {
+				if enough {
 					return
 				}
 			}

@@ -45,6 +45,7 @@ const (
 	normHeaderEnd   = "OnFinish after Header(): when grpc-go's Header() meets the end of the call it runs OnFinish with what it met there (OK for a trailers-only end, DEADLINE_EXCEEDED for a backoff cut by the deadline), and RecvMsg then returns the attempt's own status; we run OnFinish with the error the caller gets"
 	normSendWait    = "SendMsg during a backoff: grpc-go's SendMsg retries when it finds its attempt failed, sleeping the backoff, and fails with DEADLINE_EXCEEDED if the deadline cuts it (RecvMsg then returns the attempt's status); our SendMsg never waits (retries happen on the receiving side)"
 	normSendExhaust = "SendMsg when attempts run out: grpc-go's SendMsg, finding its attempt failed with no attempt left, fails with UNKNOWN \"max retries exhausted: failed after N attempts: EOF\" and runs OnFinish with it (RecvMsg then returns the attempt's status); our SendMsg returns nil or io.EOF and the status comes from RecvMsg"
+	normReplayEnd   = "answer before the replay is done: when a client stream's retried attempt answers (OK) before grpc-go has replayed every kept message onto it, grpc-go's RecvMsg returns io.EOF without the response (the failed replay write ends its retry loop); ours replays on its own goroutine and delivers the response"
 	normRecvLocal   = "trailer after the client's own receive error (message over the receive limit): it is whatever had arrived when the client ended the stream, a race for both"
 	normLocalRecv   = "RecvMsg after SendMsg's own error: ours returns that error; grpc-go's returns the server's status instead if it had already arrived (a race), else the same error"
 	normLocalSend   = "a message over the send limit: the client cancels the stream it opened, so whether that attempt's headers reached the server (0 or 1 arrival) is a matter of timing, for both"
@@ -65,6 +66,12 @@ func normalize(sc *diffScript, im impl, o *observation) ([]string, error) {
 			}
 			o.Caller.Msg = o.Caller.Msg[len(m[0]):]
 			used = append(used, normMaxAttempts)
+		}
+		if n := len(o.Server); sc.Kind == diffClientStream && o.Caller.Code == codes.OK && len(o.Caller.Received) == 0 && n > 1 {
+			if a := sc.attempt(n); a.Code == codes.OK && a.Responses == 1 && a.ReadFirst < len(sc.Sends) {
+				o.Caller.Received = []string{strconv.FormatInt(ingestChunks(n), 10)}
+				used = append(used, normReplayEnd)
+			}
 		}
 		if o.Caller.sendCode == codes.Unknown && sendExhausted.MatchString(o.Caller.sendMsg) {
 			o.Caller.SendErr, o.Caller.sendCode, o.Caller.sendMsg = "", codes.OK, ""

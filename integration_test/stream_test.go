@@ -413,9 +413,20 @@ func TestStreamPerAttemptTimeout(t *testing.T) {
 		if err != nil || !slices.Equal(got, wantTokenList("p", 0, 3)) {
 			t.Fatalf("tokens %q, end %v; want %q, OK", got, err, wantTokenList("p", 0, 3))
 		}
-		wantArrivals(t, s, methodStreamGenerate, 2)
-		if ev := log.events(); len(ev) != 1 || ev[0].Code != codes.DeadlineExceeded || ev[0].Class != retry.Timeout {
-			t.Fatalf("OnRetry events %+v, want one DeadlineExceeded of class Timeout", ev)
+		// Attempt 1 is cut by the timeout and retried. On a loaded machine
+		// a later attempt can also miss the 50ms; each cut is retried the
+		// same way.
+		ev := log.events()
+		if len(ev) == 0 {
+			t.Fatal("no retry: the silent attempt was not cut")
+		}
+		for _, e := range ev {
+			if e.Code != codes.DeadlineExceeded || e.Class != retry.Timeout {
+				t.Fatalf("OnRetry events %+v, want only DeadlineExceeded of class Timeout", ev)
+			}
+		}
+		if got := s.calls(methodStreamGenerate); got > len(ev)+1 || got < 2 {
+			t.Fatalf("server saw %d attempt(s) for %d retries", got, len(ev))
 		}
 	})
 

@@ -128,6 +128,10 @@ type retryStream struct {
 	responded   bool  // a response message arrived
 	done        bool  // the call's outcome is known
 	final       error // the outcome once done: io.EOF for success
+	// moved, if not nil, is closed (and cleared) when the stream moves on
+	// from its current attempt: a new attempt, commit, or the call's end.
+	// Header waits on it while a receiver settles an attempt's end.
+	moved chan struct{}
 }
 
 // Per-attempt timeout states: the timer and the headers race to move an
@@ -146,6 +150,10 @@ type attempt struct {
 	state  atomic.Int32       // timing, answered or timedOut
 	broken bool               // a send failed: the attempt is over, RecvMsg will say why (guarded by mu)
 	local  bool               // a send failed with an error of the client's own (guarded by mu)
+	// localErr is the error of a send the client itself refused (a
+	// message over the send limit): it ends the call, whatever the attempt
+	// had received (guarded by mu).
+	localErr error
 }
 
 // open starts attempt number s.call.Attempts+1 and the replay of the kept
@@ -192,6 +200,7 @@ func (s *retryStream) open() error {
 	s.mu.Lock()
 	old := s.cur
 	s.cur = a
+	s.movedLocked()
 	var msgs []any
 	if len(s.replay) > 0 {
 		msgs = slices.Clone(s.replay) // commit may clear s.replay while the replay runs
@@ -234,7 +243,7 @@ func (s *retryStream) sendFailed(a *attempt, err error) {
 	s.mu.Lock()
 	a.broken = true
 	if err != io.EOF {
-		a.local = true
+		a.local, a.localErr = true, err
 	}
 	s.mu.Unlock()
 }
@@ -285,6 +294,16 @@ func (s *retryStream) commitLocked() {
 	}
 	s.releaseLocked()
 	s.committed.Store(true)
+	s.movedLocked()
+}
+
+// movedLocked wakes the Header calls waiting for the stream to move on
+// from its attempt. The caller holds mu.
+func (s *retryStream) movedLocked() {
+	if s.moved != nil {
+		close(s.moved)
+		s.moved = nil
+	}
 }
 
 // releaseLocked drops the kept messages. The caller holds mu.
@@ -343,6 +362,7 @@ func (s *retryStream) end(outcome error) {
 		return
 	}
 	s.done = true
+	s.movedLocked()
 	s.final = outcome
 	if s.cur != nil {
 		s.cur.stop()
@@ -467,8 +487,13 @@ func (s *retryStream) RecvMsg(m any) error {
 			s.mu.Unlock()
 			return final
 		}
-		a := s.cur
+		a, localErr := s.cur, s.cur.localErr
 		s.mu.Unlock()
+		if localErr != nil {
+			// A refused send ended the call: what the attempt may have
+			// received since is not delivered.
+			return s.attemptEnded(a, localErr)
+		}
 		err := a.cs.RecvMsg(m)
 		if err == nil {
 			s.mu.Lock()
@@ -494,8 +519,11 @@ func (s *retryStream) RecvMsg(m any) error {
 // (io.EOF for success). The caller holds recvMu.
 func (s *retryStream) attemptEnded(a *attempt, err error) error {
 	s.mu.Lock()
-	responded, committed, local := s.responded, s.committed.Load(), a.local
+	responded, committed, localErr := s.responded, s.committed.Load(), a.localErr
 	s.mu.Unlock()
+	if localErr != nil {
+		err = localErr // the call's end, whatever the attempt reported after it
+	}
 	if err == io.EOF {
 		if s.desc.ServerStreams || responded {
 			s.end(io.EOF)
@@ -512,7 +540,7 @@ func (s *retryStream) attemptEnded(a *attempt, err error) error {
 			committed = true // response headers had arrived (gRFC A6)
 		}
 	}
-	o := Outcome{Err: err, Trailer: a.cs.Trailer(), Committed: committed, Local: local || localError(err)}
+	o := Outcome{Err: err, Trailer: a.cs.Trailer(), Committed: committed, Local: localErr != nil || localError(err)}
 	if err := s.decide(o); err != nil {
 		return err
 	}
@@ -525,14 +553,19 @@ func (s *retryStream) attemptEnded(a *attempt, err error) error {
 // trailers-only failure), Header handles its end as RecvMsg would: it
 // retries and waits for the next attempt's headers, or, when the call is
 // over, returns nil headers and no error (RecvMsg then returns the call's
-// error), as grpc-go's streams do.
+// error), as grpc-go's streams do. Once the call is over, Header returns
+// the headers of the attempt the caller got its answer from (nil if it
+// had none), as grpc-go's streams do.
 func (s *retryStream) Header() (metadata.MD, error) {
 	for {
 		s.mu.Lock()
 		done, a := s.done, s.cur
 		s.mu.Unlock()
 		if done {
-			return nil, nil
+			if a == nil {
+				return nil, nil
+			}
+			return a.cs.Header() // the attempt has ended: this does not wait
 		}
 		if s.committed.Load() {
 			return a.cs.Header()
@@ -546,9 +579,25 @@ func (s *retryStream) Header() (metadata.MD, error) {
 			s.mu.Unlock()
 			return md, err
 		}
-		// The attempt ended without headers. Unless the receiving side has
-		// handled that already (or is about to), find out how it ended.
-		s.recvMu.Lock()
+		// The attempt ended without headers. A receiver (RecvMsg, or
+		// another Header) that holds recvMu settles its end and moves on;
+		// since RecvMsg keeps recvMu while it receives from the next
+		// attempt, wait for the move rather than for recvMu. Otherwise
+		// settle the end here.
+		if !s.recvMu.TryLock() {
+			s.mu.Lock()
+			if s.cur != a || s.done || s.committed.Load() {
+				s.mu.Unlock()
+				continue
+			}
+			if s.moved == nil {
+				s.moved = make(chan struct{})
+			}
+			moved := s.moved
+			s.mu.Unlock()
+			<-moved
+			continue
+		}
 		s.mu.Lock()
 		mine := s.cur == a && !s.done && !s.committed.Load()
 		s.mu.Unlock()

@@ -125,6 +125,15 @@ var fastPolicy = retry.Policy{MaxAttempts: 3, InitialBackoff: time.Millisecond, 
 // it with opts; both end at cleanup, leaving no goroutine behind.
 func connTo(t testing.TB, b inferencev1.InferenceServiceServer, opts ...grpc.DialOption) *grpc.ClientConn {
 	t.Helper()
+	cc, stop := serveBackend(b, opts...)
+	t.Cleanup(stop)
+	return cc
+}
+
+// serveBackend serves b in memory (bufconn) and returns a client
+// connection to it with opts, and a function that closes the connection
+// and stops the server. It panics if the client cannot be made.
+func serveBackend(b inferencev1.InferenceServiceServer, opts ...grpc.DialOption) (*grpc.ClientConn, func()) {
 	lis := bufconn.Listen(1 << 20)
 	srv := grpc.NewServer()
 	inferencev1.RegisterInferenceServiceServer(srv, b)
@@ -139,14 +148,15 @@ func connTo(t testing.TB, b inferencev1.InferenceServiceServer, opts ...grpc.Dia
 	}, opts...)
 	cc, err := grpc.NewClient("passthrough:///bufnet", opts...)
 	if err != nil {
-		t.Fatal(err)
+		srv.Stop()
+		<-served
+		panic(err)
 	}
-	t.Cleanup(func() {
+	return cc, func() {
 		cc.Close()
 		srv.Stop()
 		<-served
-	})
-	return cc
+	}
 }
 
 // failoverClient returns a client of primary through a Failover built from

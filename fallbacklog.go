@@ -39,10 +39,14 @@ func LogFallbacks(l logging.Logger) func(FallbackEvent) {
 // LogFallbacksEvery is LogFallbacks with entries of each method, pair of
 // steps and kind logged at most once per every (0: every one).
 func LogFallbacksEvery(l logging.Logger, every time.Duration) func(FallbackEvent) {
+	return logFallbacks(l, every, time.Now)
+}
+
+func logFallbacks(l logging.Logger, every time.Duration, now func() time.Time) func(FallbackEvent) {
 	if l == nil {
 		panic("retry.LogFallbacks: nil Logger")
 	}
-	agg := &logAggregator{every: every, now: time.Now}
+	agg := &logAggregator{every: every, now: now}
 	return func(ev FallbackEvent) {
 		suppressed, ok := agg.admit(fallbackKey{ev.Method, ev.From, ev.To, ev.Skipped})
 		if !ok {

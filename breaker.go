@@ -18,8 +18,8 @@ const (
 	// BreakerOpen: calls are refused (they go to the fallback, or fail fast
 	// with codes.Unavailable) until the open period ends.
 	BreakerOpen
-	// BreakerHalfOpen: a few probe calls go through; enough successes
-	// close the breaker, a failure opens it again.
+	// BreakerHalfOpen: probe calls go through, one at a time; enough
+	// successes in a row close the breaker, a failure opens it again.
 	BreakerHalfOpen
 )
 
@@ -48,8 +48,11 @@ const (
 	// (Transient, RateLimited, Timeout) however the call stopped retrying.
 	BreakerFailure
 	// BreakerIgnored: the call says nothing about the backend: the caller
-	// cancelled it or its deadline passed, or the client itself refused
-	// the message (StopLocal). It counts neither way.
+	// cancelled it, or its deadline passed during its first attempt, or the
+	// client itself refused the message (StopLocal). It counts neither
+	// way. (A call whose deadline passed after a failed attempt, one that
+	// the retry interceptor retried, is a failure: the backend had already
+	// failed it.)
 	BreakerIgnored
 )
 
@@ -72,9 +75,9 @@ const (
 	DefaultBreakerBuckets     = 10
 	DefaultBreakerMinCalls    = 20
 	DefaultBreakerFailureRate = 0.5
+	DefaultBreakerConsecutive = 20
 	DefaultBreakerSlowRate    = 0.5
 	DefaultBreakerOpenFor     = 5 * time.Second
-	DefaultBreakerMaxOpenFor  = 60 * time.Second
 	DefaultBreakerJitter      = 0.5
 	DefaultBreakerProbes      = 3
 	DefaultBreakerMaxPushback = 5 * time.Minute
@@ -82,9 +85,9 @@ const (
 
 // BreakerConfig sets up a Breaker. Every zero field takes its default
 // (the Default* constants), so BreakerConfig{} is a usable breaker: it opens
-// when at least 20 calls in the last 10 s ended and half of them failed,
-// stays open about 5 s (doubling, up to a minute, while its probes keep
-// failing), then lets 3 probes through.
+// when 20 calls in a row have failed, or when at least 20 calls ended in
+// the last 10 s and half of them failed; it stays open about 5 s, then lets
+// probes through one at a time, and closes after 3 successful ones.
 type BreakerConfig struct {
 	// Name names the backend in events, stats and logs (e.g. its target
 	// or region). Optional.
@@ -101,6 +104,13 @@ type BreakerConfig struct {
 	// FailureRate opens the breaker when failures reach this fraction of
 	// the counted calls in the window (default 0.5). In (0, 1].
 	FailureRate float64
+	// ConsecutiveFailures opens the breaker when this many calls in a row
+	// have failed, with no success between them, whatever the window says
+	// (default 20; negative: off). The window remembers the healthy calls
+	// of the seconds before an outage, so the failure rate reaches
+	// FailureRate only after a while (5 s of a full outage with the
+	// defaults); a backend that has gone shows first as a run of failures.
+	ConsecutiveFailures int
 	// SlowCall, if positive, makes calls that take at least this long
 	// count as slow (for a stream: the time to its first response message,
 	// or to its end if none came), whether they succeed or fail; the
@@ -110,9 +120,12 @@ type BreakerConfig struct {
 	SlowCall time.Duration
 	SlowRate float64
 	// OpenFor is how long the breaker stays open before it lets probes
-	// through (default 5s). Each time probes fail and it opens again the
-	// period doubles, up to MaxOpenFor (default 60s, at least OpenFor);
-	// closing restores OpenFor.
+	// through (default 5s). With MaxOpenFor above OpenFor, each time the
+	// probes fail and it opens again the period doubles, up to MaxOpenFor,
+	// and closing restores OpenFor: fewer probes during a long outage, at
+	// the price of a later return once it ends. Default MaxOpenFor:
+	// OpenFor (a constant period; a probe is one call of one attempt, so
+	// probing every 5 s costs the backend nothing).
 	OpenFor    time.Duration
 	MaxOpenFor time.Duration
 	// Jitter spreads each open period uniformly over ±Jitter/2 of its
@@ -120,11 +133,14 @@ type BreakerConfig struct {
 	// of a fleet, which saw the backend fail at the same moment, do not
 	// probe it in lock-step. At most 1; negative turns jitter off.
 	Jitter float64
-	// Probes is the number of probe calls the half-open breaker lets
-	// through at once, and the number of successful probes that close it
-	// (default 3). A probe that fails (or is slow) opens it again; one
-	// whose outcome is ignored frees its place. A probe still unanswered
-	// after OpenFor no longer holds its place.
+	// Probes is the number of probe calls in a row that must succeed to
+	// close the half-open breaker (default 3). Probes go one at a time:
+	// while one is in flight the other calls are refused, so a backend
+	// still down costs one call per open period (and a probe is sent with
+	// one attempt, see Failover). A probe that fails (or is slow) opens
+	// the breaker again; one whose outcome is ignored lets the next call
+	// probe. A probe still unanswered after OpenFor no longer blocks the
+	// next one.
 	Probes int
 	// MaxPushback caps how long a server's pushback holds the breaker
 	// open (default 5m). A failure that carries a pushback (a
@@ -184,11 +200,12 @@ type BreakerStats struct {
 }
 
 // Breaker is a circuit breaker for one backend (a target, optionally per
-// method group): it watches the rate of infrastructure failures of the
-// calls to it over a sliding window and, when that rate is too high, opens:
-// calls skip the backend (to a fallback, or failing fast with
-// codes.Unavailable) instead of spending the caller's time on it. After the
-// open period a few probe calls go through; if they succeed it closes.
+// method group): it watches the infrastructure failures of the calls to it
+// (a run of them, and their rate over a sliding window) and, when there
+// are too many, opens: calls skip the backend (to a fallback, or failing
+// fast with codes.Unavailable) instead of spending the caller's time on
+// it. After the open period probe calls go through, one at a time; if
+// they succeed it closes.
 //
 // Only failures of a retryable class (Transient, RateLimited, Timeout)
 // count against the backend (see BreakerOutcome): a storm of NotFound or
@@ -260,6 +277,12 @@ func NewBreaker(cfg BreakerConfig) (*Breaker, error) {
 	if c.MinCalls == 0 {
 		c.MinCalls = DefaultBreakerMinCalls
 	}
+	switch {
+	case c.ConsecutiveFailures == 0:
+		c.ConsecutiveFailures = DefaultBreakerConsecutive
+	case c.ConsecutiveFailures < 0:
+		c.ConsecutiveFailures = 0
+	}
 	if c.FailureRate == 0 {
 		c.FailureRate = DefaultBreakerFailureRate
 	}
@@ -268,11 +291,11 @@ func NewBreaker(cfg BreakerConfig) (*Breaker, error) {
 	}
 	switch {
 	case c.OpenFor == 0 && c.MaxOpenFor == 0:
-		c.OpenFor, c.MaxOpenFor = DefaultBreakerOpenFor, DefaultBreakerMaxOpenFor
+		c.OpenFor, c.MaxOpenFor = DefaultBreakerOpenFor, DefaultBreakerOpenFor
 	case c.OpenFor == 0:
 		c.OpenFor = min(DefaultBreakerOpenFor, c.MaxOpenFor)
 	case c.MaxOpenFor == 0:
-		c.MaxOpenFor = max(DefaultBreakerMaxOpenFor, c.OpenFor)
+		c.MaxOpenFor = c.OpenFor
 	}
 	switch {
 	case c.Jitter == 0:
@@ -379,6 +402,7 @@ type circuit struct {
 	sg        atomic.Uint64 // generation<<2 | state; the generation changes with every state change
 	openUntil atomic.Int64  // unix ns: while open, no probe before this
 	hold      atomic.Int64  // unix ns: a server pushback's least end of an open period
+	run       atomic.Int64  // failures in a row (closed state)
 
 	opened, rejected, probes atomic.Uint64
 
@@ -387,7 +411,7 @@ type circuit struct {
 	// refusals of an open one.
 	mu       sync.Mutex
 	reopens  int   // open periods since the last close, for the growing period
-	probesIn int   // half-open: probes in flight
+	probesIn int   // half-open: probes in flight (at most one, but for abandoned ones)
 	probeOK  int   // half-open: successful probes
 	probeAt  int64 // half-open: unix ns of the last probe let through
 }
@@ -441,15 +465,15 @@ func (c *circuit) allowSlow(now int64) (permit, error) {
 		c.sg.Store(sg)
 		defer c.changed(BreakerOpen, BreakerHalfOpen, 0, windowCounts{})
 	}
-	// Half-open.
-	if c.probesIn >= cfg.Probes {
+	// Half-open: one probe at a time.
+	if c.probesIn > 0 {
 		if now-c.probeAt < int64(cfg.OpenFor) {
 			c.mu.Unlock()
 			c.rejected.Add(1)
 			return permit{}, &BreakerOpenError{Group: c.group, State: BreakerHalfOpen}
 		}
-		// The probes in flight have not answered in a whole open period
-		// (abandoned streams, say): they no longer hold their places.
+		// The probe in flight has not answered in a whole open period (an
+		// abandoned stream, say): it no longer blocks the next one.
 		c.probesIn = 0
 	}
 	c.probesIn++
@@ -483,10 +507,20 @@ func (p permit) done(o BreakerOutcome, latency, pushback time.Duration) {
 	}
 	failed := o == BreakerFailure
 	c.win.add(now, failed, slow)
+	var inARow int64
+	if failed {
+		inARow = c.run.Add(1)
+	} else if c.run.Load() != 0 { // a load, no write, on the healthy path
+		c.run.Store(0)
+	}
 	if !failed && !slow {
 		return
 	}
-	if counts, trip := c.tripped(now); trip {
+	counts, trip := c.tripped(now)
+	if cf := cfg.ConsecutiveFailures; cf > 0 && inARow >= int64(cf) {
+		trip = true
+	}
+	if trip {
 		c.open(sg, now, counts)
 	}
 }
@@ -533,6 +567,7 @@ func (c *circuit) open(sg uint64, now int64, counts windowCounts) {
 		d = time.Duration(float64(d) * (1 + cfg.Jitter*(c.b.cfg.rand()-0.5)))
 	}
 	c.reopens++
+	c.run.Store(0)
 	until := now + int64(d)
 	c.openUntil.Store(until)
 	c.sg.Store((sg>>2+1)<<2 | uint64(BreakerOpen))
@@ -564,6 +599,7 @@ func (c *circuit) probeDone(p permit, o BreakerOutcome, slow bool, now int64) {
 			return
 		}
 		c.win.reset()
+		c.run.Store(0)
 		c.reopens = 0
 		c.hold.Store(0)
 		c.sg.Store((sg>>2+1)<<2 | uint64(BreakerClosed))

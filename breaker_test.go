@@ -66,6 +66,39 @@ func TestBreakerMinCallsAndFailureRate(t *testing.T) {
 	}
 }
 
+// A run of ConsecutiveFailures failures opens the breaker even when the
+// window, full of the successes before them, is far from FailureRate; a
+// success or a probe cycle resets the run, an ignored call does not.
+func TestBreakerConsecutiveFailures(t *testing.T) {
+	b, _ := newTestBreaker(t, BreakerConfig{ConsecutiveFailures: 5, MinCalls: 1000})
+	for i := 0; i < 100; i++ {
+		record(t, b, BreakerSuccess)
+	}
+	for i := 0; i < 4; i++ {
+		record(t, b, BreakerFailure)
+	}
+	record(t, b, BreakerSuccess)
+	for i := 0; i < 4; i++ {
+		record(t, b, BreakerFailure)
+		record(t, b, BreakerIgnored)
+	}
+	if b.State() != BreakerClosed {
+		t.Fatal("opened on 4 failures in a row")
+	}
+	record(t, b, BreakerFailure)
+	if st := b.Stats()[0]; st.State != BreakerOpen || st.Failures != 0 {
+		t.Fatalf("%+v: want open after 5 failures in a row", st)
+	}
+
+	b, _ = newTestBreaker(t, BreakerConfig{ConsecutiveFailures: -1, MinCalls: 1000})
+	for i := 0; i < 500; i++ {
+		record(t, b, BreakerFailure)
+	}
+	if b.State() != BreakerClosed {
+		t.Fatal("opened with ConsecutiveFailures off and MinCalls not reached")
+	}
+}
+
 // Ignored outcomes count neither way, not even towards MinCalls.
 func TestBreakerIgnoredOutcomes(t *testing.T) {
 	b, _ := newTestBreaker(t, BreakerConfig{MinCalls: 2})
@@ -183,42 +216,52 @@ func TestBreakerProbesSpreadAcrossAFleet(t *testing.T) {
 	}
 }
 
-// Half-open lets Probes calls through at once and refuses the rest; an
-// ignored probe frees its place; a probe that never answers stops holding
-// its place after OpenFor.
+// Half-open lets one probe through at a time and refuses the rest; an
+// ignored probe lets the next call probe; Probes successes in a row close
+// it; a probe that never answers stops blocking the next after OpenFor.
 func TestBreakerHalfOpenProbes(t *testing.T) {
 	b, clk := newTestBreaker(t, BreakerConfig{MinCalls: 1, OpenFor: time.Second, Probes: 2})
 	record(t, b, BreakerFailure)
 	clk.Advance(time.Second)
 	p1, err1 := b.allow("/s/m")
-	p2, err2 := b.allow("/s/m")
-	_, err3 := b.allow("/s/m")
-	if err1 != nil || err2 != nil || !p1.probe || !p2.probe {
-		t.Fatalf("probes refused: %v, %v", err1, err2)
+	_, err2 := b.allow("/s/m")
+	if err1 != nil || !p1.probe {
+		t.Fatalf("probe refused: %v", err1)
 	}
-	if be, ok := err3.(*BreakerOpenError); !ok || be.State != BreakerHalfOpen {
-		t.Fatalf("third call while two probes are in flight: %v", err3)
+	if be, ok := err2.(*BreakerOpenError); !ok || be.State != BreakerHalfOpen {
+		t.Fatalf("second call while a probe is in flight: %v", err2)
 	}
 	p1.done(BreakerIgnored, 0, 0)
-	p3, err := b.allow("/s/m")
-	if err != nil || !p3.probe {
-		t.Fatalf("an ignored probe did not free its place: %v", err)
+	p2, err := b.allow("/s/m")
+	if err != nil || !p2.probe {
+		t.Fatalf("an ignored probe did not let the next call probe: %v", err)
 	}
 	p2.done(BreakerSuccess, 0, 0)
 	if b.State() != BreakerHalfOpen {
 		t.Fatal("closed after one success of two")
 	}
+	p3, err := b.allow("/s/m")
+	if err != nil {
+		t.Fatalf("no probe after a successful one: %v", err)
+	}
 	// p3 never answers; the next call is refused until OpenFor has passed
-	// since the last probe went.
-	if _, err := b.allow("/s/m"); err != nil {
-		t.Fatalf("a place was free (p2 answered): %v", err)
-	}
+	// since it went.
+	clk.Advance(time.Second - time.Nanosecond)
 	if _, err := b.allow("/s/m"); err == nil {
-		t.Fatal("let a third probe in flight")
+		t.Fatal("let a second probe in flight")
 	}
-	clk.Advance(time.Second)
-	if p, err := b.allow("/s/m"); err != nil || !p.probe {
-		t.Fatalf("probes unanswered for OpenFor still hold their places: %v", err)
+	clk.Advance(time.Nanosecond)
+	p4, err := b.allow("/s/m")
+	if err != nil || !p4.probe {
+		t.Fatalf("a probe unanswered for OpenFor still blocks the next: %v", err)
+	}
+	p4.done(BreakerSuccess, 0, 0)
+	if b.State() != BreakerClosed {
+		t.Fatalf("state %v after two successful probes in a row", b.State())
+	}
+	p3.done(BreakerFailure, 0, 0) // from the half-open period that has ended
+	if b.State() != BreakerClosed {
+		t.Fatal("a stale probe reopened the breaker")
 	}
 }
 
@@ -339,7 +382,8 @@ func TestBreakerDefaults(t *testing.T) {
 	}
 	c := b.Config()
 	if c.Window != 10*time.Second || c.Buckets != 10 || c.MinCalls != 20 || c.FailureRate != 0.5 || c.SlowRate != 0.5 ||
-		c.OpenFor != 5*time.Second || c.MaxOpenFor != time.Minute || c.Jitter != 0.5 || c.Probes != 3 || c.MaxPushback != 5*time.Minute {
+		c.OpenFor != 5*time.Second || c.MaxOpenFor != 5*time.Second || c.Jitter != 0.5 || c.Probes != 3 || c.MaxPushback != 5*time.Minute ||
+		c.ConsecutiveFailures != 20 {
 		t.Fatalf("defaults %+v", c)
 	}
 	if c, _ := NewBreaker(BreakerConfig{MaxOpenFor: time.Second}); c.Config().OpenFor != time.Second {
@@ -348,15 +392,15 @@ func TestBreakerDefaults(t *testing.T) {
 	if c, _ := NewBreaker(BreakerConfig{OpenFor: 2 * time.Minute}); c.Config().MaxOpenFor != 2*time.Minute {
 		t.Fatalf("MaxOpenFor with OpenFor 2m: %v", c.Config().MaxOpenFor)
 	}
-	if c, _ := NewBreaker(BreakerConfig{Jitter: -1}); c.Config().Jitter != 0 {
-		t.Fatal("negative jitter is not off")
+	if c, _ := NewBreaker(BreakerConfig{Jitter: -1, ConsecutiveFailures: -1}); c.Config().Jitter != 0 || c.Config().ConsecutiveFailures != 0 {
+		t.Fatal("negative jitter or ConsecutiveFailures is not off")
 	}
 }
 
 // Concurrent calls through a closed breaker at one instant are all
 // counted, none lost, with no lock on their path.
 func TestBreakerConcurrentCounts(t *testing.T) {
-	b, _ := newTestBreaker(t, BreakerConfig{MinCalls: 1 << 30})
+	b, _ := newTestBreaker(t, BreakerConfig{MinCalls: 1 << 30, ConsecutiveFailures: -1})
 	const goroutines, each = 64, 200
 	var wg sync.WaitGroup
 	for g := 0; g < goroutines; g++ {

@@ -53,7 +53,7 @@ func (tr *transitions) String() string {
 func TestFailoverBreakerLifecycle(t *testing.T) {
 	clk := retry.NewTestClock()
 	var tr transitions
-	br := testBreaker(t, clk, retry.BreakerConfig{MinCalls: 4, OpenFor: 10 * time.Second, Probes: 2, OnStateChange: tr.add})
+	br := testBreaker(t, clk, retry.BreakerConfig{MinCalls: 4, OpenFor: 10 * time.Second, MaxOpenFor: time.Minute, Probes: 2, OnStateChange: tr.add})
 	var primaryDown atomic.Bool
 	primaryDown.Store(true)
 	primary := &backend{generate: func(context.Context, *inferencev1.GenerateRequest, int) (string, error) {

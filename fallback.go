@@ -392,7 +392,16 @@ func (f *failoverDecider) Ended(ctx context.Context, c *interceptor.FailoverCall
 	if st.breaker != nil {
 		o := BreakerFailure
 		switch {
-		case callerDone || reason == StopLocal || reason == StopCanceled:
+		case callerDone:
+			// The caller's own end says nothing about the backend, unless
+			// its deadline ran out on a retry: the backend had failed an
+			// attempt already (a retryable failure, or it would not have
+			// been retried), and the retries could not save the call.
+			o = BreakerIgnored
+			if !errors.Is(ctx.Err(), context.Canceled) && retried(err) {
+				o = BreakerFailure
+			}
+		case reason == StopLocal || reason == StopCanceled:
 			o = BreakerIgnored
 		case class == Permanent:
 			o = BreakerSuccess // the backend answered
@@ -427,6 +436,13 @@ func (f *failoverDecider) Done(_ context.Context, c *interceptor.FailoverCall, _
 	clear(s.buf[:])
 	*s = failoverState{}
 	failoverStates.Put(s)
+}
+
+// retried reports whether err is a *Error of a call that made more than
+// one attempt.
+func retried(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Attempts > 1
 }
 
 // describeFailure returns the class of a step's error, why its retrying

@@ -421,21 +421,34 @@ func stateOf(sg uint64) BreakerState { return BreakerState(sg & 3) }
 // permit is a call's leave to go to a backend, handed back with its
 // outcome.
 type permit struct {
-	c     *circuit
-	gen   uint64 // the circuit's generation when the call was let through
-	probe bool
-	start int64 // unix ns
+	c       *circuit
+	gen     uint64 // the circuit's generation when the call was let through
+	probe   bool
+	start   int64 // unix ns
+	replied int64 // unix ns of a stream's first response message; 0: none
 }
 
-// allow asks whether a call of method may go to the backend now.
+// responded notes a stream's first response message: the call's latency,
+// for the slow-call rule, ends there.
+func (p *permit) responded() {
+	if p.c != nil && p.c.b.cfg.SlowCall > 0 {
+		p.replied = p.c.b.cfg.clock.Now().UnixNano()
+	}
+}
+
+// allow asks whether a call of method may go to the backend now. A closed
+// breaker reads no clock (unless it watches slow calls).
 func (b *Breaker) allow(method string) (permit, error) {
 	c := b.circuit(method)
-	now := b.cfg.clock.Now().UnixNano()
 	sg := c.sg.Load()
 	if stateOf(sg) == BreakerClosed {
-		return permit{c: c, gen: sg >> 2, start: now}, nil
+		p := permit{c: c, gen: sg >> 2}
+		if b.cfg.SlowCall > 0 {
+			p.start = b.cfg.clock.Now().UnixNano()
+		}
+		return p, nil
 	}
-	return c.allowSlow(now)
+	return c.allowSlow(b.cfg.clock.Now().UnixNano())
 }
 
 func (c *circuit) allowSlow(now int64) (permit, error) {
@@ -453,7 +466,7 @@ func (c *circuit) allowSlow(now int64) (permit, error) {
 	switch stateOf(sg) {
 	case BreakerClosed:
 		c.mu.Unlock()
-		return permit{c: c, gen: sg >> 2, start: now}, nil
+		return permit{c: c, gen: sg >> 2, start: now}, nil // start: the clock was read anyway
 	case BreakerOpen:
 		if until := max(c.openUntil.Load(), c.hold.Load()); now < until {
 			c.mu.Unlock()
@@ -483,10 +496,9 @@ func (c *circuit) allowSlow(now int64) (permit, error) {
 	return permit{c: c, gen: sg >> 2, probe: true, start: now}, nil
 }
 
-// done reports the outcome of a call that p let through, ended at now
-// after the latency that decides whether it was slow, with the server's
-// pushback (0 if none).
-func (p permit) done(o BreakerOutcome, latency, pushback time.Duration) {
+// done reports the outcome of a call that p let through, ending now, with
+// the server's pushback (0 if none).
+func (p permit) done(o BreakerOutcome, pushback time.Duration) {
 	c := p.c
 	if c == nil {
 		return
@@ -496,7 +508,11 @@ func (p permit) done(o BreakerOutcome, latency, pushback time.Duration) {
 	if pushback > 0 && o == BreakerFailure {
 		c.holdUntil(now + int64(min(pushback, cfg.MaxPushback)))
 	}
-	slow := cfg.SlowCall > 0 && latency >= cfg.SlowCall && o != BreakerIgnored
+	end := now
+	if p.replied != 0 {
+		end = p.replied
+	}
+	slow := cfg.SlowCall > 0 && time.Duration(end-p.start) >= cfg.SlowCall && o != BreakerIgnored
 	if p.probe {
 		c.probeDone(p, o, slow, now)
 		return

@@ -30,7 +30,7 @@ func record(t *testing.T, b *Breaker, o BreakerOutcome) {
 	if err != nil {
 		t.Fatalf("call refused: %v", err)
 	}
-	p.done(o, 0, 0)
+	p.done(o, 0)
 }
 
 func TestBreakerMinCallsAndFailureRate(t *testing.T) {
@@ -182,7 +182,7 @@ func TestBreakerOpenPeriodJitterAndGrowth(t *testing.T) {
 		if err != nil || !p.probe {
 			t.Fatalf("no probe after period %d: %v", i, err)
 		}
-		p.done(BreakerFailure, 0, 0)
+		p.done(BreakerFailure, 0)
 	}
 	want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 5 * time.Second, 5 * time.Second}
 	for i := range want {
@@ -192,7 +192,7 @@ func TestBreakerOpenPeriodJitterAndGrowth(t *testing.T) {
 	}
 	clk.Advance(5 * time.Second)
 	p, _ := b.allow("/s/m")
-	p.done(BreakerSuccess, 0, 0)
+	p.done(BreakerSuccess, 0)
 	if b.State() != BreakerClosed {
 		t.Fatal("did not close")
 	}
@@ -231,12 +231,12 @@ func TestBreakerHalfOpenProbes(t *testing.T) {
 	if be, ok := err2.(*BreakerOpenError); !ok || be.State != BreakerHalfOpen {
 		t.Fatalf("second call while a probe is in flight: %v", err2)
 	}
-	p1.done(BreakerIgnored, 0, 0)
+	p1.done(BreakerIgnored, 0)
 	p2, err := b.allow("/s/m")
 	if err != nil || !p2.probe {
 		t.Fatalf("an ignored probe did not let the next call probe: %v", err)
 	}
-	p2.done(BreakerSuccess, 0, 0)
+	p2.done(BreakerSuccess, 0)
 	if b.State() != BreakerHalfOpen {
 		t.Fatal("closed after one success of two")
 	}
@@ -255,11 +255,11 @@ func TestBreakerHalfOpenProbes(t *testing.T) {
 	if err != nil || !p4.probe {
 		t.Fatalf("a probe unanswered for OpenFor still blocks the next: %v", err)
 	}
-	p4.done(BreakerSuccess, 0, 0)
+	p4.done(BreakerSuccess, 0)
 	if b.State() != BreakerClosed {
 		t.Fatalf("state %v after two successful probes in a row", b.State())
 	}
-	p3.done(BreakerFailure, 0, 0) // from the half-open period that has ended
+	p3.done(BreakerFailure, 0) // from the half-open period that has ended
 	if b.State() != BreakerClosed {
 		t.Fatal("a stale probe reopened the breaker")
 	}
@@ -275,20 +275,20 @@ func TestBreakerStaleOutcomes(t *testing.T) {
 	if b.State() != BreakerOpen {
 		t.Fatal("not open")
 	}
-	early.done(BreakerSuccess, 0, 0)
+	early.done(BreakerSuccess, 0)
 	clk.Advance(time.Second)
 	old, _ := b.allow("/s/m")
-	old.done(BreakerFailure, 0, 0) // reopens (period 2s)
+	old.done(BreakerFailure, 0) // reopens (period 2s)
 	clk.Advance(2 * time.Second)
 	p, err := b.allow("/s/m")
 	if err != nil {
 		t.Fatal(err)
 	}
-	old.done(BreakerSuccess, 0, 0) // from the previous half-open period
+	old.done(BreakerSuccess, 0) // from the previous half-open period
 	if b.State() != BreakerHalfOpen {
 		t.Fatalf("a stale probe outcome moved the breaker to %v", b.State())
 	}
-	p.done(BreakerSuccess, 0, 0)
+	p.done(BreakerSuccess, 0)
 	if st := b.Stats()[0]; st.State != BreakerClosed || st.Successes != 0 || st.Failures != 0 {
 		t.Fatalf("after closing: %+v, want a fresh window", st)
 	}
@@ -303,7 +303,8 @@ func TestBreakerSlowCalls(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p.done(o, latency, 0)
+		clk.Advance(latency)
+		p.done(o, 0)
 	}
 	done(BreakerSuccess, 999*time.Millisecond)
 	done(BreakerSuccess, 999*time.Millisecond)
@@ -311,7 +312,7 @@ func TestBreakerSlowCalls(t *testing.T) {
 	if b.State() != BreakerClosed {
 		t.Fatal("opened below MinCalls")
 	}
-	done(BreakerIgnored, time.Hour) // an ignored call is never slow
+	done(BreakerIgnored, 2*time.Second) // an ignored call is never slow
 	if st := b.Stats()[0]; st.Slow != 1 {
 		t.Fatalf("slow count %d", st.Slow)
 	}
@@ -325,10 +326,22 @@ func TestBreakerSlowCalls(t *testing.T) {
 		t.Fatal("a slow successful probe closed the breaker")
 	}
 
-	// Without SlowCall, latency does not matter.
-	b, _ = newTestBreaker(t, BreakerConfig{MinCalls: 1})
+	// A stream's latency ends at its first response message.
+	clk.Advance(2 * time.Second)
 	p, _ := b.allow("/s/m")
-	p.done(BreakerSuccess, time.Hour, 0)
+	clk.Advance(500 * time.Millisecond)
+	p.responded()
+	clk.Advance(time.Hour)
+	p.done(BreakerSuccess, 0)
+	if st := b.Stats()[0]; st.State != BreakerClosed {
+		t.Fatalf("%+v: a stream that answered in 500ms and then ran an hour was slow", st)
+	}
+
+	// Without SlowCall, latency does not matter.
+	b, clk = newTestBreaker(t, BreakerConfig{MinCalls: 1})
+	p, _ = b.allow("/s/m")
+	clk.Advance(time.Hour)
+	p.done(BreakerSuccess, 0)
 	if st := b.Stats()[0]; st.State != BreakerClosed || st.Slow != 0 {
 		t.Fatalf("%+v", st)
 	}
@@ -341,9 +354,9 @@ func TestBreakerPushbackHold(t *testing.T) {
 	b, clk := newTestBreaker(t, BreakerConfig{MinCalls: 2, OpenFor: time.Second, MaxPushback: time.Minute})
 	start := clk.Now()
 	p, _ := b.allow("/s/m")
-	p.done(BreakerIgnored, 0, time.Hour)
+	p.done(BreakerIgnored, time.Hour)
 	p, _ = b.allow("/s/m")
-	p.done(BreakerFailure, 0, time.Hour) // capped at a minute
+	p.done(BreakerFailure, time.Hour) // capped at a minute
 	record(t, b, BreakerFailure)
 	st := b.Stats()[0]
 	if st.State != BreakerOpen || st.Until.Sub(start) != time.Minute {
@@ -363,7 +376,7 @@ func TestBreakerPushbackHold(t *testing.T) {
 		if i > 0 {
 			p, _ = b.allow("/s/m")
 		}
-		p.done(BreakerSuccess, 0, 0)
+		p.done(BreakerSuccess, 0)
 	}
 	if b.State() != BreakerClosed {
 		t.Fatal("not closed")
@@ -417,7 +430,7 @@ func TestBreakerConcurrentCounts(t *testing.T) {
 				if (g+i)%4 == 0 {
 					o = BreakerFailure
 				}
-				p.done(o, 0, 0)
+				p.done(o, 0)
 			}
 		}(g)
 	}
@@ -449,7 +462,7 @@ func TestBreakerConcurrentTransitions(t *testing.T) {
 				if (g*7+i)%3 != 0 {
 					o = BreakerFailure
 				}
-				p.done(o, 0, 0)
+				p.done(o, 0)
 			}
 		}(g)
 	}

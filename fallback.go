@@ -269,16 +269,15 @@ func (f *Failover) inScope(method string) bool {
 	return false
 }
 
-// failoverState is the decision state of one call through a Failover.
+// failoverState is one call through a Failover, with its decision state.
 type failoverState struct {
-	next    int       // the next step to consider
-	cur     int       // the step in flight
-	permit  permit    // its breaker's leave, if it has a breaker
-	started time.Time // when it started
-	replied time.Time // a stream's first response message on it
-	stop    bool      // no further step may be tried
-	steps   []StepError
-	buf     [3]StepError
+	call   interceptor.FailoverCall
+	next   int    // the next step to consider
+	cur    int    // the step in flight
+	permit permit // its breaker's leave, if it has a breaker
+	stop   bool   // no further step may be tried
+	steps  []StepError
+	buf    [3]StepError
 }
 
 var failoverStates = sync.Pool{New: func() any { return new(failoverState) }}
@@ -292,14 +291,14 @@ var probeOpts = []grpc.CallOption{WithMaxAttempts(1)}
 type failoverDecider Failover
 
 // Begin starts a call.
-func (f *failoverDecider) Begin(_ context.Context, method string, c *interceptor.FailoverCall) bool {
+func (f *failoverDecider) Begin(_ context.Context, method, target string, stream bool) *interceptor.FailoverCall {
 	if !(*Failover)(f).inScope(method) {
-		return false
+		return nil
 	}
 	s := failoverStates.Get().(*failoverState)
 	s.steps = s.buf[:0]
-	c.State = s
-	return true
+	s.call = interceptor.FailoverCall{Method: method, Target: target, Stream: stream, State: s}
+	return &s.call
 }
 
 // Next hands out the call's next step.
@@ -309,9 +308,8 @@ func (f *failoverDecider) Next(ctx context.Context, c *interceptor.FailoverCall)
 		i := s.next
 		s.next++
 		st := &f.steps[i]
-		now := f.clock.Now()
 		if i > 0 {
-			if dl, ok := ctx.Deadline(); ok && dl.Sub(now) < f.minTimeLeft {
+			if dl, ok := ctx.Deadline(); ok && dl.Sub(f.clock.Now()) < f.minTimeLeft {
 				s.steps = append(s.steps, StepError{Step: i, Name: st.name, Skipped: SkipDeadline})
 				break
 			}
@@ -327,7 +325,7 @@ func (f *failoverDecider) Next(ctx context.Context, c *interceptor.FailoverCall)
 		if i > 0 && f.onFallback != nil {
 			f.fallbackEvent(ctx, c.Method, s.steps[len(s.steps)-1], i)
 		}
-		s.cur, s.permit, s.started, s.replied = i, p, now, time.Time{}
+		s.cur, s.permit = i, p
 		r := interceptor.Route{Conn: st.conn, Rewrite: st.rewrite}
 		if p.probe {
 			r.Opts = probeOpts
@@ -365,25 +363,26 @@ func (s *failoverState) final() error {
 	return &FallbackError{Steps: append([]StepError(nil), s.steps...)}
 }
 
-// Responded is told of a stream's first response message.
+// Responded is told of a stream's first response message: the stream's
+// latency, for its breaker's slow-call rule, ends there.
 func (f *failoverDecider) Responded(c *interceptor.FailoverCall) {
 	s := c.State.(*failoverState)
-	s.replied = f.clock.Now()
+	s.permit.responded()
 }
 
 // Ended is told how the step in flight ended: it tells the step's breaker,
 // records the step, and decides whether the call may move on.
 func (f *failoverDecider) Ended(ctx context.Context, c *interceptor.FailoverCall, err error, committed bool) {
 	s := c.State.(*failoverState)
-	now := f.clock.Now()
 	st := &f.steps[s.cur]
 	if err == nil {
 		if st.breaker != nil {
-			s.permit.done(BreakerSuccess, s.latency(now), 0)
+			s.permit.done(BreakerSuccess, 0)
 		}
 		s.stop = true
 		return
 	}
+	now := f.clock.Now()
 	class, reason, pushback := describeFailure(err)
 	callerDone := ctx.Err() != nil
 	if dl, ok := ctx.Deadline(); ok && !now.Before(dl) {
@@ -406,9 +405,9 @@ func (f *failoverDecider) Ended(ctx context.Context, c *interceptor.FailoverCall
 		case class == Permanent:
 			o = BreakerSuccess // the backend answered
 		}
-		s.permit.done(o, s.latency(now), pushback)
+		s.permit.done(o, pushback)
 	}
-	s.steps = append(s.steps, StepError{Step: s.cur, Name: st.name, Err: err, Elapsed: now.Sub(s.started)})
+	s.steps = append(s.steps, StepError{Step: s.cur, Name: st.name, Err: err})
 	switch {
 	case committed, callerDone, class == Permanent:
 		s.stop = true
@@ -417,23 +416,9 @@ func (f *failoverDecider) Ended(ctx context.Context, c *interceptor.FailoverCall
 	}
 }
 
-// latency is the step's latency for its breaker's slow-call rule: to a
-// stream's first response message, or to its end.
-func (s *failoverState) latency(now time.Time) time.Duration {
-	if !s.replied.IsZero() {
-		return s.replied.Sub(s.started)
-	}
-	return now.Sub(s.started)
-}
-
-// Done ends a call.
+// Done ends a call: its memory goes back to the pool.
 func (f *failoverDecider) Done(_ context.Context, c *interceptor.FailoverCall, _ error) {
-	s, ok := c.State.(*failoverState)
-	if !ok {
-		return
-	}
-	c.State = nil
-	clear(s.buf[:])
+	s := c.State.(*failoverState)
 	*s = failoverState{}
 	failoverStates.Put(s)
 }

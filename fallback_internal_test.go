@@ -83,8 +83,8 @@ func TestFailoverDecisionTable(t *testing.T) {
 			b, _ := newTestBreaker(t, BreakerConfig{MinCalls: 1, FailureRate: 1})
 			b.cfg.clock = clk
 			f := newTestFailover(t, FailoverConfig{Breaker: b, Fallbacks: []Fallback{{Conn: nopConn{}}}}, clk)
-			c := &interceptor.FailoverCall{Method: "/s/m"}
-			if !f.Begin(ctx, c.Method, c) {
+			c := f.Begin(ctx, "/s/m", "", false)
+			if c == nil {
 				t.Fatal("not in scope")
 			}
 			defer f.Done(ctx, c, nil)
@@ -133,8 +133,7 @@ func TestFailoverNextSteps(t *testing.T) {
 	}, clk)
 	ctx := context.Background()
 	run := func() ([]interceptor.Route, error) {
-		c := &interceptor.FailoverCall{Method: "/s/m"}
-		f.Begin(ctx, c.Method, c)
+		c := f.Begin(ctx, "/s/m", "", false)
 		defer f.Done(ctx, c, nil)
 		var routes []interceptor.Route
 		for {
@@ -179,8 +178,7 @@ func TestFailoverFinalErrorShapes(t *testing.T) {
 	b.cfg.clock = clk
 	f := newTestFailover(t, FailoverConfig{Breaker: b}, clk)
 	ctx := context.Background()
-	c := &interceptor.FailoverCall{Method: "/s/m"}
-	f.Begin(ctx, c.Method, c)
+	c := f.Begin(ctx, "/s/m", "", false)
 	f.Next(ctx, c)
 	want := &Error{Err: status.Error(codes.Unavailable, "x"), Class: Transient, Reason: StopMaxAttempts}
 	f.Ended(ctx, c, want, false)
@@ -188,7 +186,7 @@ func TestFailoverFinalErrorShapes(t *testing.T) {
 		t.Fatalf("final %v, want the primary's error itself", err)
 	}
 	f.Done(ctx, c, want)
-	f.Begin(ctx, c.Method, c)
+	c = f.Begin(ctx, "/s/m", "", false)
 	_, err := f.Next(ctx, c)
 	var be *BreakerOpenError
 	if !errors.As(err, &be) || status.Code(err) != codes.Unavailable {
@@ -207,8 +205,7 @@ func TestFailoverMinTimeLeft(t *testing.T) {
 		tried bool
 	}{{100 * time.Millisecond, true}, {99 * time.Millisecond, false}} {
 		ctx, cancel := context.WithDeadline(context.Background(), clk.Now().Add(time.Hour))
-		c := &interceptor.FailoverCall{Method: "/s/m"}
-		f.Begin(ctx, c.Method, c)
+		c := f.Begin(ctx, "/s/m", "", false)
 		f.Next(ctx, c)
 		f.Ended(ctx, c, status.Error(codes.Unavailable, "x"), false)
 		clk.Advance(time.Hour - tc.left)

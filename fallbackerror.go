@@ -49,8 +49,6 @@ type StepError struct {
 	Err error
 	// Skipped is why the step was not tried, 0 if it was.
 	Skipped SkipReason
-	// Elapsed is how long the step ran (0 if it was not tried).
-	Elapsed time.Duration
 }
 
 // Error returns "<name>: <error>" or "<name>: not tried (<reason>)".

@@ -2,7 +2,6 @@ package interceptor
 
 import (
 	"context"
-	"sync"
 
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
@@ -24,9 +23,9 @@ type Route struct {
 	Opts []grpc.CallOption
 }
 
-// FailoverCall is the state of one logical call through a failover
-// interceptor, shared with its FailoverDecider. The interceptor owns its
-// memory; a decider must not keep a pointer to it after Done.
+// FailoverCall is one logical call through a failover interceptor. Its
+// FailoverDecider makes it (Begin) and owns its memory: the interceptor
+// does not use it after Done.
 type FailoverCall struct {
 	// Method is the full method name, "/package.Service/Method".
 	Method string
@@ -34,7 +33,7 @@ type FailoverCall struct {
 	Target string
 	// Stream reports a streaming call.
 	Stream bool
-	// State belongs to the decider. It starts nil on every call.
+	// State belongs to the decider.
 	State any
 }
 
@@ -48,10 +47,11 @@ type FailoverCall struct {
 // after a failure; Responded at a stream's first response message; Done
 // once at the end. Implementations must be safe for concurrent calls.
 type FailoverDecider interface {
-	// Begin is called once per call. false lets the call through
-	// untouched: the interceptor calls the rest of its chain once and
-	// nothing else is asked.
-	Begin(ctx context.Context, method string, c *FailoverCall) bool
+	// Begin is called once per call, with the channel's target ("" if
+	// unknown) and whether the call is a stream. It returns the call, or
+	// nil to let it through untouched: the interceptor then calls the rest
+	// of its chain once and nothing else is asked.
+	Begin(ctx context.Context, method, target string, stream bool) *FailoverCall
 	// Next returns the route of the call's next step, or a non-nil error
 	// when there is none: the call then ends with that error.
 	Next(ctx context.Context, c *FailoverCall) (Route, error)
@@ -69,8 +69,6 @@ type FailoverDecider interface {
 	Done(ctx context.Context, c *FailoverCall, err error)
 }
 
-var failoverCalls = sync.Pool{New: func() any { return new(FailoverCall) }}
-
 // FailoverUnary returns a unary client interceptor that runs each call
 // along the fallback chain that d decides: the rest of its own chain first
 // (the route with a nil Conn), then other connections, one after another,
@@ -82,16 +80,12 @@ var failoverCalls = sync.Pool{New: func() any { return new(FailoverCall) }}
 // goes to every step.
 func FailoverUnary(d FailoverDecider) grpc.UnaryClientInterceptor {
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-		c := failoverCalls.Get().(*FailoverCall)
-		defer func() {
-			*c = FailoverCall{}
-			failoverCalls.Put(c)
-		}()
-		c.Method = method
+		var target string
 		if cc != nil {
-			c.Target = cc.Target()
+			target = cc.Target()
 		}
-		if !d.Begin(ctx, method, c) {
+		c := d.Begin(ctx, method, target, false)
+		if c == nil {
 			return invoker(ctx, method, req, reply, cc, opts...)
 		}
 		opts, onFinish := splitOnFinish(opts)

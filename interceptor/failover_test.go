@@ -30,8 +30,11 @@ type chainDecider struct {
 	done      []error
 }
 
-func (d *chainDecider) Begin(ctx context.Context, method string, c *FailoverCall) bool {
-	return !d.skip
+func (d *chainDecider) Begin(ctx context.Context, method, target string, stream bool) *FailoverCall {
+	if d.skip {
+		return nil
+	}
+	return &FailoverCall{Method: method, Target: target, Stream: stream}
 }
 
 func (d *chainDecider) Next(ctx context.Context, c *FailoverCall) (Route, error) {

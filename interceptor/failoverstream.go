@@ -37,15 +37,15 @@ import (
 // until RecvMsg returns an error, or cancel the context.
 func FailoverStream(d FailoverDecider, maxReplayBytes int) grpc.StreamClientInterceptor {
 	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-		s := &failoverStream{d: d, ctx: ctx, desc: desc, cc: cc, method: method, streamer: streamer, maxReplay: maxReplayBytes}
-		s.call.Method = method
-		s.call.Stream = true
+		var target string
 		if cc != nil {
-			s.call.Target = cc.Target()
+			target = cc.Target()
 		}
-		if !d.Begin(ctx, method, &s.call) {
+		c := d.Begin(ctx, method, target, true)
+		if c == nil {
 			return streamer(ctx, desc, cc, method, opts...)
 		}
+		s := &failoverStream{d: d, call: c, ctx: ctx, desc: desc, cc: cc, method: method, streamer: streamer, maxReplay: maxReplayBytes}
 		s.opts, s.onFinish = splitOnFinish(opts)
 		if len(s.onFinish) > 0 {
 			// Each step tells the stream when it ends, so that the caller's
@@ -78,7 +78,7 @@ type failoverStream struct {
 	opts      []grpc.CallOption
 	onFinish  []func(error)
 	maxReplay int
-	call      FailoverCall
+	call      *FailoverCall
 	finished  atomic.Bool
 
 	recvMu sync.Mutex
@@ -101,7 +101,7 @@ type failoverStream struct {
 // to the replay goroutine.
 func (s *failoverStream) openNext() error {
 	for {
-		r, final := s.d.Next(s.ctx, &s.call)
+		r, final := s.d.Next(s.ctx, s.call)
 		if final != nil {
 			s.sendMu.Unlock()
 			s.end(final)
@@ -116,7 +116,7 @@ func (s *failoverStream) openNext() error {
 			cs, err = r.Conn.NewStream(s.ctx, s.desc, s.method, opts...)
 		}
 		if err != nil {
-			s.d.Ended(s.ctx, &s.call, err, false)
+			s.d.Ended(s.ctx, s.call, err, false)
 			continue
 		}
 		s.mu.Lock()
@@ -173,7 +173,7 @@ func (s *failoverStream) end(outcome error) {
 	if outcome == io.EOF {
 		outcome = nil
 	}
-	s.d.Done(s.ctx, &s.call, outcome)
+	s.d.Done(s.ctx, s.call, outcome)
 	s.finish(outcome)
 }
 
@@ -257,12 +257,12 @@ func (s *failoverStream) RecvMsg(m any) error {
 			s.commitLocked()
 			s.mu.Unlock()
 			if first {
-				s.d.Responded(&s.call)
+				s.d.Responded(s.call)
 			}
 			if !s.desc.ServerStreams {
 				// The one response of a unary-response stream arrived, and
 				// gRPC has read its OK status.
-				s.d.Ended(s.ctx, &s.call, nil, true)
+				s.d.Ended(s.ctx, s.call, nil, true)
 				s.end(io.EOF)
 			}
 			return nil
@@ -282,7 +282,7 @@ func (s *failoverStream) stepEnded(err error) error {
 	s.mu.Unlock()
 	if err == io.EOF {
 		if s.desc.ServerStreams || responded {
-			s.d.Ended(s.ctx, &s.call, nil, committed)
+			s.d.Ended(s.ctx, s.call, nil, committed)
 			s.end(io.EOF)
 			return io.EOF
 		}
@@ -290,7 +290,7 @@ func (s *failoverStream) stepEnded(err error) error {
 		// ends without it failed (as the retry interceptor sees it too).
 		err = errNoResponse
 	}
-	s.d.Ended(s.ctx, &s.call, err, committed)
+	s.d.Ended(s.ctx, s.call, err, committed)
 	s.sendMu.Lock()
 	return s.openNext()
 }

@@ -91,7 +91,7 @@ type call struct {
 	cl    *client
 	start time.Duration
 	ctx   *callCtx
-	fc    interceptor.FailoverCall
+	fc    *interceptor.FailoverCall
 	ok    bool
 	steps int
 }
@@ -149,12 +149,11 @@ func newClient(r *run, id int, m mode, rng func() float64) (*client, error) {
 func (cl *client) start() {
 	now := cl.sim.now
 	c := &call{cl: cl, start: now, ctx: &callCtx{s: cl.sim, deadline: now + cl.run.cfg.deadline}}
-	c.fc.Method = method
 	if cl.failover == nil {
 		cl.runStep(c, true, nil, c.finish)
 		return
 	}
-	if !cl.failover.Begin(c.ctx, method, &c.fc) {
+	if c.fc = cl.failover.Begin(c.ctx, method, "", false); c.fc == nil {
 		panic("retry-failover: the Failover does not take the simulated method")
 	}
 	c.next()
@@ -163,9 +162,9 @@ func (cl *client) start() {
 // next asks the Failover for the call's next step and runs it.
 func (c *call) next() {
 	cl := c.cl
-	r, err := cl.failover.Next(c.ctx, &c.fc)
+	r, err := cl.failover.Next(c.ctx, c.fc)
 	if err != nil {
-		cl.failover.Done(c.ctx, &c.fc, err)
+		cl.failover.Done(c.ctx, c.fc, err)
 		c.finish(err)
 		return
 	}
@@ -174,9 +173,9 @@ func (c *call) next() {
 		panic(fmt.Sprintf("retry-failover: unknown route %v", r.Conn))
 	}
 	cl.runStep(c, primary, r.Opts, func(err error) {
-		cl.failover.Ended(c.ctx, &c.fc, err, false)
+		cl.failover.Ended(c.ctx, c.fc, err, false)
 		if err == nil {
-			cl.failover.Done(c.ctx, &c.fc, nil)
+			cl.failover.Done(c.ctx, c.fc, nil)
 			c.finish(nil)
 			return
 		}

@@ -98,8 +98,8 @@ type BreakerConfig struct {
 	Window  time.Duration
 	Buckets int
 	// MinCalls is the least number of counted calls (successes and
-	// failures; ignored outcomes do not count) in the window before the
-	// breaker may open (default 20).
+	// failures; ignored outcomes do not count) in the window before
+	// FailureRate or SlowRate may open the breaker (default 20).
 	MinCalls int
 	// FailureRate opens the breaker when failures reach this fraction of
 	// the counted calls in the window (default 0.5). In (0, 1].
@@ -176,8 +176,9 @@ type BreakerEvent struct {
 	From, To BreakerState
 	// Until is, when To is BreakerOpen, the earliest time a probe may go.
 	Until time.Time
-	// Counts are the window's counts that opened the breaker (zero for
-	// other changes).
+	// Successes, Failures and Slow are, when a closed breaker opens, the
+	// window's counts at that moment (zero for other changes, and when a
+	// failed probe reopens it).
 	Successes, Failures, Slow int
 }
 
@@ -214,9 +215,11 @@ type BreakerStats struct {
 // A Breaker guards the steps of a Failover (FailoverConfig.Breaker,
 // Fallback.Breaker). It is safe for concurrent use, and can be shared by
 // the Failovers of several connections to one backend. A healthy call
-// costs it a few atomic operations and no lock: a state load and one
-// compare-and-swap on a striped counter; locks are taken only when the
-// state changes.
+// costs it one clock reading and a few atomic operations, without a lock
+// or an allocation: a state load, a compare-and-swap on a counter striped
+// over cache lines, a load of the run of failures. Refusals while open
+// take no lock either; locks are taken to change the state and by the
+// half-open state's probes.
 type Breaker struct {
 	cfg      BreakerConfig // defaults applied
 	root     *circuit      // the circuit when cfg.Group is nil

@@ -137,8 +137,19 @@ type FallbackEvent struct {
 // listing each step and why it stopped, with the last step's status for
 // status.Code.
 //
-// A Failover is safe for concurrent use; its configuration is copied by
-// NewFailover.
+// A step with a Breaker is skipped while the breaker is open (see
+// Breaker). When it is half-open, the call that probes it is sent with
+// WithMaxAttempts(1): a backend still down costs that call one attempt
+// before it moves on, not a round of retries. Only a step's own outcome
+// reaches its breaker: a call that the primary's breaker skipped tells it
+// nothing.
+//
+// A healthy call costs the Failover no allocation and, without a breaker,
+// no clock reading; a breaker adds one clock reading and a few atomic
+// operations (see Breaker).
+//
+// A Failover is safe for concurrent use; NewFailover copies its
+// configuration (a Breaker is shared, not copied).
 type Failover struct {
 	steps          []failoverStep
 	exact          map[string]bool
@@ -241,12 +252,16 @@ func (f *Failover) StreamInterceptor() grpc.StreamClientInterceptor {
 //	conn, err := grpc.NewClient(usEast, append(append(fo.DialOptions(),
 //		retry.DialOptions(policy)...), creds)...)
 //
-// gRPC runs chained interceptors in the order their options come, the
-// first outermost, so the Failover then sits outside the retry
-// interceptors: it sees one logical call, after its retries (and budget)
-// have done what they could, and its breaker counts calls, not attempts.
-// Installed after them it would see each attempt, fall back on the first
-// failure, and let the primary's retries run on the fallback's answer.
+// (RoutesDialOptions in place of DialOptions works the same.) gRPC runs
+// chained interceptors in the order their options come, the first
+// outermost (and an interceptor set with grpc.WithUnaryInterceptor before
+// all of them), so the Failover then sits outside the retry interceptors:
+// it sees one logical call, after its retries (and budget) have done what
+// they could, and its breaker counts calls, not attempts. Installed inside
+// them it would see every attempt: it would fall back after the first
+// failed attempt, its breaker would count attempts, and the retry
+// interceptors would retry the whole chain, multiplying what every step
+// receives.
 func (f *Failover) DialOptions() []grpc.DialOption {
 	return []grpc.DialOption{
 		grpc.WithChainUnaryInterceptor(f.UnaryInterceptor()),

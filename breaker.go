@@ -334,6 +334,10 @@ func NewBreaker(cfg BreakerConfig) (*Breaker, error) {
 	return b, nil
 }
 
+// made reports whether b is nil or was made by NewBreaker (a zero Breaker
+// has no settings to work with).
+func (b *Breaker) made() bool { return b == nil || b.cfg.clock != nil }
+
 // Config returns the breaker's settings, defaults filled in.
 func (b *Breaker) Config() BreakerConfig {
 	c := b.cfg

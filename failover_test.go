@@ -546,6 +546,9 @@ func TestFailoverConfigErrors(t *testing.T) {
 		{retry.FailoverConfig{MinTimeLeft: -time.Second}, "MinTimeLeft"},
 		{retry.FailoverConfig{MaxReplayBytes: -1}, "MaxReplayBytes"},
 		{retry.FailoverConfig{Methods: []string{"Generate"}}, "Methods[0]"},
+		{retry.FailoverConfig{Fallbacks: []retry.Fallback{{Conn: (*grpc.ClientConn)(nil)}}}, "Fallbacks[0].Conn"},
+		{retry.FailoverConfig{Breaker: new(retry.Breaker)}, "Breaker"},
+		{retry.FailoverConfig{Fallbacks: []retry.Fallback{{Conn: conn, Breaker: &retry.Breaker{}}}}, "Fallbacks[0].Breaker"},
 	} {
 		_, err := retry.NewFailover(tc.cfg)
 		var ce *retry.ConfigError

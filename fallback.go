@@ -198,12 +198,18 @@ func NewFailover(cfg FailoverConfig) (*Failover, error) {
 	if name == "" {
 		name = "primary"
 	}
+	if !cfg.Breaker.made() {
+		return bad("Breaker", "a Breaker not made by NewBreaker", "must come from NewBreaker")
+	}
 	seen := map[string]string{name: "Name"}
 	f.steps = append(f.steps, failoverStep{name: name, breaker: cfg.Breaker})
 	for i, fb := range cfg.Fallbacks {
 		field := "Fallbacks[" + strconv.Itoa(i) + "]"
-		if fb.Conn == nil {
+		if cc, ok := fb.Conn.(*grpc.ClientConn); fb.Conn == nil || ok && cc == nil {
 			return bad(field+".Conn", nil, "is required")
+		}
+		if !fb.Breaker.made() {
+			return bad(field+".Breaker", "a Breaker not made by NewBreaker", "must come from NewBreaker")
 		}
 		n := fb.Name
 		if n == "" {

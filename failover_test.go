@@ -241,6 +241,10 @@ func TestFailoverOnEachRetryableClass(t *testing.T) {
 			<-ctx.Done() // hangs until the attempt's timeout
 			return "", ctx.Err()
 		}, func() retry.Policy { p := fastPolicy; p.PerAttemptTimeout = 20 * time.Millisecond; return p }(), retry.Timeout, retry.StopMaxAttempts},
+		{"the primary's own Policy.Timeout", func(ctx context.Context, _ *inferencev1.GenerateRequest, _ int) (string, error) {
+			<-ctx.Done() // hangs until the policy's timeout
+			return "", ctx.Err()
+		}, func() retry.Policy { p := fastPolicy; p.Timeout = 20 * time.Millisecond; return p }(), retry.Timeout, retry.StopDeadline},
 		{"do not retry", func(ctx context.Context, _ *inferencev1.GenerateRequest, _ int) (string, error) {
 			return "", retry.DoNotRetry(ctx, codes.Unavailable, "draining, go elsewhere")
 		}, fastPolicy, retry.Transient, retry.StopPushback},

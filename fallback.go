@@ -113,7 +113,9 @@ type FallbackEvent struct {
 	// Err is why From ended: its error (a *Error when its connection
 	// retries), or the breaker's refusal. Code and Class are its status
 	// code and class; Reason is why its retrying stopped (0 when Err is
-	// not a *Error).
+	// not a *Error). A step whose own Policy.Timeout ran out (its *Error
+	// says StopCanceled, but the caller's deadline had room) shows as
+	// Class Timeout and Reason StopDeadline.
 	Err    error
 	Code   codes.Code
 	Class  Class
@@ -125,8 +127,9 @@ type FallbackEvent struct {
 // only when its step failed with a retryable class (Transient,
 // RateLimited, Timeout: the retries of the step's own interceptor, or its
 // budget, could not save it; Reason StopMaxAttempts, StopBudget,
-// StopDeadline, StopPushback or StopPushbackTooLong), or when the step's
-// breaker is open. It never moves on after a permanent error, the caller's
+// StopDeadline, StopPushback or StopPushbackTooLong; or the step's own
+// Policy.Timeout ran out while the caller's deadline had room), or when
+// the step's breaker is open. It never moves on after a permanent error, the caller's
 // own cancellation or deadline, an error of the client's own (StopLocal),
 // or once the call has committed (StopCommitted; for a stream also a
 // response message received, or Header, Trailer or Context read). Every
@@ -368,7 +371,11 @@ func (f *failoverDecider) fallbackEvent(ctx context.Context, method string, from
 		Err:      from.Err,
 	}
 	ev.Code = status.Code(from.Err)
-	ev.Class, ev.Reason, _ = describeFailure(from.Err)
+	if from.Skipped != 0 {
+		ev.Class, ev.Reason, _ = describeFailure(from.Err)
+	} else {
+		ev.Class, ev.Reason = from.class, from.reason
+	}
 	f.onFallback(ev)
 }
 
@@ -409,6 +416,12 @@ func (f *failoverDecider) Ended(ctx context.Context, c *interceptor.FailoverCall
 	if dl, ok := ctx.Deadline(); ok && !now.Before(dl) {
 		callerDone = true
 	}
+	if reason == StopCanceled && !callerDone && status.Code(err) == codes.DeadlineExceeded {
+		// The step's own time ran out (its Policy.Timeout), not the
+		// caller's: a timeout of that backend, which the caller still has
+		// time to get over elsewhere.
+		class, reason = Timeout, StopDeadline
+	}
 	if st.breaker != nil {
 		o := BreakerFailure
 		switch {
@@ -428,7 +441,7 @@ func (f *failoverDecider) Ended(ctx context.Context, c *interceptor.FailoverCall
 		}
 		s.permit.done(o, pushback)
 	}
-	s.steps = append(s.steps, StepError{Step: s.cur, Name: st.name, Err: err})
+	s.steps = append(s.steps, StepError{Step: s.cur, Name: st.name, Err: err, class: class, reason: reason})
 	switch {
 	case committed, callerDone, class == Permanent:
 		s.stop = true

@@ -66,6 +66,7 @@ func TestFailoverDecisionTable(t *testing.T) {
 		{"caller's deadline passed", past, status.Error(codes.DeadlineExceeded, "x"), false, false, BreakerIgnored},
 		{"caller's deadline passed on the first attempt", past, &Error{Err: status.Error(codes.DeadlineExceeded, "x"), Attempts: 1, Reason: StopCanceled, Class: Permanent}, false, false, BreakerIgnored},
 		{"caller's deadline passed on a retry", past, &Error{Err: status.Error(codes.DeadlineExceeded, "x"), Attempts: 2, Reason: StopCanceled, Class: Permanent}, false, false, BreakerFailure},
+		{"the step's own timeout, caller has time", future, &Error{Err: status.Error(codes.DeadlineExceeded, "x"), Attempts: 1, Reason: StopCanceled, Class: Permanent}, false, true, BreakerFailure},
 		{"caller cancelled a retry", canceled, &Error{Err: status.Error(codes.Canceled, "x"), Attempts: 2, Reason: StopCanceled, Class: Permanent}, false, false, BreakerIgnored},
 		{"attempt's deadline, caller has time", future, status.Error(codes.DeadlineExceeded, "x"), false, true, BreakerFailure},
 		{"plain unavailable", nil, unavailable, false, true, BreakerFailure},

@@ -49,6 +49,9 @@ type StepError struct {
 	Err error
 	// Skipped is why the step was not tried, 0 if it was.
 	Skipped SkipReason
+
+	class  Class      // the failure's class, as the chain judged it
+	reason StopReason // why the step's retrying stopped, as the chain judged it
 }
 
 // Error returns "<name>: <error>" or "<name>: not tried (<reason>)".

@@ -68,7 +68,7 @@ func TestFailoverBreakerLifecycle(t *testing.T) {
 		Breaker:    br,
 		Fallbacks:  []retry.Fallback{fallbackTo(t, "secondary", secondary)},
 		OnFallback: ev.add,
-	}, primary, fastPolicy)
+	}, primary, foPolicy)
 	call := func() string {
 		t.Helper()
 		resp, err := client.Generate(context.Background(), hi)
@@ -145,7 +145,7 @@ func TestFailoverBreakerFailsFastWithoutFallback(t *testing.T) {
 	clk := retry.NewTestClock()
 	br := testBreaker(t, clk, retry.BreakerConfig{MinCalls: 2})
 	primary := &backend{generate: always(codes.Unavailable), streamGenerate: streamFails(codes.Unavailable)}
-	client := failoverClient(t, retry.FailoverConfig{Breaker: br}, primary, fastPolicy)
+	client := failoverClient(t, retry.FailoverConfig{Breaker: br}, primary, foPolicy)
 	for i := 0; i < 2; i++ {
 		if _, err := client.Generate(context.Background(), hi); status.Code(err) != codes.Unavailable || retry.IsBreakerOpen(err) {
 			t.Fatalf("call %d: %v, want the primary's own Unavailable", i, err)
@@ -185,7 +185,7 @@ func TestFailoverBreakerIgnoresPermanentAndCancellations(t *testing.T) {
 		}
 		return "", status.Error(codes.Code(code.Load()), "no")
 	}}
-	client := failoverClient(t, retry.FailoverConfig{Breaker: br}, primary, fastPolicy)
+	client := failoverClient(t, retry.FailoverConfig{Breaker: br}, primary, foPolicy)
 	for _, c := range []codes.Code{codes.NotFound, codes.InvalidArgument, codes.PermissionDenied, codes.FailedPrecondition, codes.Unimplemented} {
 		code.Store(int32(c))
 		for i := 0; i < 20; i++ {
@@ -227,7 +227,7 @@ func TestFailoverBreakerPushbackHoldsOpen(t *testing.T) {
 		Breaker:    br,
 		Fallbacks:  []retry.Fallback{fallbackTo(t, "secondary", secondary)},
 		OnFallback: ev.add,
-	}, primary, fastPolicy)
+	}, primary, foPolicy)
 	for i := 0; i < 2; i++ {
 		client.Generate(context.Background(), hi)
 	}
@@ -257,7 +257,7 @@ func TestFailoverBreakerStream(t *testing.T) {
 	br := testBreaker(t, clk, retry.BreakerConfig{MinCalls: 1})
 	primary := &backend{streamGenerate: streamFails(codes.Unavailable)}
 	secondary := &backend{streamGenerate: streamTokens("s")}
-	client := failoverClient(t, retry.FailoverConfig{Breaker: br, Fallbacks: []retry.Fallback{fallbackTo(t, "secondary", secondary)}}, primary, fastPolicy)
+	client := failoverClient(t, retry.FailoverConfig{Breaker: br, Fallbacks: []retry.Fallback{fallbackTo(t, "secondary", secondary)}}, primary, foPolicy)
 	for i := 0; i < 3; i++ {
 		stream, err := client.StreamGenerate(context.Background(), &inferencev1.StreamGenerateRequest{})
 		if err != nil {
@@ -280,7 +280,7 @@ func TestFailoverFallbackBreaker(t *testing.T) {
 	third := &backend{generate: answer("third")}
 	fb2 := fallbackTo(t, "second", second)
 	fb2.Breaker = testBreaker(t, clk, retry.BreakerConfig{MinCalls: 1})
-	client := failoverClient(t, retry.FailoverConfig{Fallbacks: []retry.Fallback{fb2, fallbackTo(t, "third", third)}}, primary, fastPolicy)
+	client := failoverClient(t, retry.FailoverConfig{Fallbacks: []retry.Fallback{fb2, fallbackTo(t, "third", third)}}, primary, foPolicy)
 	for i := 0; i < 3; i++ {
 		if resp, err := client.Generate(context.Background(), hi); err != nil || resp.GetText() != "third" {
 			t.Fatalf("call %d: %q, %v", i, resp.GetText(), err)
@@ -301,7 +301,7 @@ func TestFailoverBreakerGroups(t *testing.T) {
 		return "other"
 	}})
 	primary := &backend{generate: always(codes.Unavailable), streamGenerate: streamTokens("ok")}
-	client := failoverClient(t, retry.FailoverConfig{Breaker: br}, primary, fastPolicy)
+	client := failoverClient(t, retry.FailoverConfig{Breaker: br}, primary, foPolicy)
 	client.Generate(context.Background(), hi)
 	if _, err := client.Generate(context.Background(), hi); !retry.IsBreakerOpen(err) {
 		t.Fatalf("second Generate: %v, want the open breaker's", err)
@@ -346,7 +346,7 @@ func TestFailoverConcurrent(t *testing.T) {
 		},
 	}
 	secondary := &backend{generate: answer("secondary"), streamGenerate: streamTokens("s")}
-	policy := fastPolicy
+	policy := foPolicy
 	policy.MaxAttempts = 2
 	client := failoverClient(t, retry.FailoverConfig{Breaker: br, Fallbacks: []retry.Fallback{fallbackTo(t, "secondary", secondary)}}, primary, policy)
 	const calls = 400

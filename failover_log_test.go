@@ -25,7 +25,7 @@ func TestLogFallbacksAndBreakerChanges(t *testing.T) {
 		Breaker:    br,
 		Fallbacks:  []retry.Fallback{fallbackTo(t, "eu-west", secondary)},
 		OnFallback: retry.LogFallbacks(log),
-	}, primary, fastPolicy)
+	}, primary, foPolicy)
 	ctx := logging.InjectLogField(context.Background(), "request.id", "r-7")
 	for i := 0; i < 2; i++ {
 		if _, err := client.Generate(ctx, hi); err != nil {

@@ -60,7 +60,7 @@ func TestFailoverStreamBeforeFirstMessage(t *testing.T) {
 		return r
 	})
 	var ev events
-	client := failoverClient(t, retry.FailoverConfig{Fallbacks: []retry.Fallback{fb}, OnFallback: ev.add}, primary, fastPolicy)
+	client := failoverClient(t, retry.FailoverConfig{Fallbacks: []retry.Fallback{fb}, OnFallback: ev.add}, primary, foPolicy)
 	stream, err := client.StreamGenerate(context.Background(), &inferencev1.StreamGenerateRequest{Prompt: "a"})
 	if err != nil {
 		t.Fatal(err)
@@ -87,7 +87,7 @@ func TestFailoverStreamNotAfterFirstMessage(t *testing.T) {
 		return status.Error(codes.Unavailable, "connection lost mid-stream")
 	}}
 	secondary := &backend{streamGenerate: streamTokens("x", "y")}
-	client := failoverClient(t, retry.FailoverConfig{Fallbacks: []retry.Fallback{fallbackTo(t, "secondary", secondary)}}, primary, fastPolicy)
+	client := failoverClient(t, retry.FailoverConfig{Fallbacks: []retry.Fallback{fallbackTo(t, "secondary", secondary)}}, primary, foPolicy)
 	stream, err := client.StreamGenerate(context.Background(), &inferencev1.StreamGenerateRequest{Prompt: "Hi"})
 	if err != nil {
 		t.Fatal(err)
@@ -189,7 +189,7 @@ func TestFailoverStreamReplaysSends(t *testing.T) {
 	fb.Rewrite = retry.RewriteRequest(func(_ string, r *inferencev1.ChatRequest) *inferencev1.ChatRequest {
 		return &inferencev1.ChatRequest{Text: strings.ToUpper(r.GetText())}
 	})
-	client := failoverClient(t, retry.FailoverConfig{Fallbacks: []retry.Fallback{fb}}, primary, fastPolicy)
+	client := failoverClient(t, retry.FailoverConfig{Fallbacks: []retry.Fallback{fb}}, primary, foPolicy)
 	stream, err := client.Chat(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -219,7 +219,7 @@ func TestFailoverStreamReplayBound(t *testing.T) {
 	client := failoverClient(t, retry.FailoverConfig{
 		Fallbacks:      []retry.Fallback{fallbackTo(t, "secondary", secondary)},
 		MaxReplayBytes: 64,
-	}, primary, fastPolicy)
+	}, primary, foPolicy)
 	stream, err := client.Chat(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -255,7 +255,7 @@ func TestFailoverStreamHeader(t *testing.T) {
 		}
 		return sendTokens(s, "t")
 	}}
-	client := failoverClient(t, retry.FailoverConfig{Fallbacks: []retry.Fallback{fallbackTo(t, "secondary", secondary)}}, primary, fastPolicy)
+	client := failoverClient(t, retry.FailoverConfig{Fallbacks: []retry.Fallback{fallbackTo(t, "secondary", secondary)}}, primary, foPolicy)
 	stream, err := client.StreamGenerate(context.Background(), &inferencev1.StreamGenerateRequest{Prompt: "Hi"})
 	if err != nil {
 		t.Fatal(err)
@@ -294,7 +294,7 @@ func TestFailoverClientStream(t *testing.T) {
 	}
 	primary := &backend{ingest: ingest(true)}
 	secondary := &backend{ingest: ingest(false)}
-	client := failoverClient(t, retry.FailoverConfig{Fallbacks: []retry.Fallback{fallbackTo(t, "secondary", secondary)}}, primary, fastPolicy)
+	client := failoverClient(t, retry.FailoverConfig{Fallbacks: []retry.Fallback{fallbackTo(t, "secondary", secondary)}}, primary, foPolicy)
 	stream, err := client.Ingest(context.Background())
 	if err != nil {
 		t.Fatal(err)

@@ -118,8 +118,8 @@ func answer(text string) func(context.Context, *inferencev1.GenerateRequest, int
 	return func(context.Context, *inferencev1.GenerateRequest, int) (string, error) { return text, nil }
 }
 
-// fastPolicy retries at once (1ms backoff), 3 attempts, no budget.
-var fastPolicy = retry.Policy{MaxAttempts: 3, InitialBackoff: time.Millisecond, Jitter: retry.NoJitter, Budget: retry.NoBudget}
+// foPolicy retries at once (1ms backoff), 3 attempts, no budget.
+var foPolicy = retry.Policy{MaxAttempts: 3, InitialBackoff: time.Millisecond, Jitter: retry.NoJitter, Budget: retry.NoBudget}
 
 // connTo serves b in memory (bufconn) and returns a client connection to
 // it with opts; both end at cleanup, leaving no goroutine behind.
@@ -172,7 +172,7 @@ func failoverClient(t testing.TB, cfg retry.FailoverConfig, primary *backend, po
 
 // fallbackTo returns a Fallback to b through its own retry interceptors.
 func fallbackTo(t testing.TB, name string, b *backend) retry.Fallback {
-	return retry.Fallback{Name: name, Conn: connTo(t, b, retry.DialOptions(fastPolicy)...)}
+	return retry.Fallback{Name: name, Conn: connTo(t, b, retry.DialOptions(foPolicy)...)}
 }
 
 // events collects FallbackEvents.
@@ -202,7 +202,7 @@ func TestFailoverAfterRetries(t *testing.T) {
 	client := failoverClient(t, retry.FailoverConfig{
 		Fallbacks:  []retry.Fallback{fallbackTo(t, "secondary", secondary)},
 		OnFallback: ev.add,
-	}, primary, fastPolicy)
+	}, primary, foPolicy)
 
 	resp, err := client.Generate(context.Background(), hi)
 	if err != nil || resp.GetText() != "from secondary" {
@@ -235,22 +235,22 @@ func TestFailoverOnEachRetryableClass(t *testing.T) {
 		class   retry.Class
 		reason  retry.StopReason
 	}{
-		{"transient", always(codes.Unavailable), fastPolicy, retry.Transient, retry.StopMaxAttempts},
-		{"rate-limited", always(codes.ResourceExhausted), fastPolicy, retry.RateLimited, retry.StopMaxAttempts},
+		{"transient", always(codes.Unavailable), foPolicy, retry.Transient, retry.StopMaxAttempts},
+		{"rate-limited", always(codes.ResourceExhausted), foPolicy, retry.RateLimited, retry.StopMaxAttempts},
 		{"timeout", func(ctx context.Context, _ *inferencev1.GenerateRequest, _ int) (string, error) {
 			<-ctx.Done() // hangs until the attempt's timeout
 			return "", ctx.Err()
-		}, func() retry.Policy { p := fastPolicy; p.PerAttemptTimeout = 20 * time.Millisecond; return p }(), retry.Timeout, retry.StopMaxAttempts},
+		}, func() retry.Policy { p := foPolicy; p.PerAttemptTimeout = 20 * time.Millisecond; return p }(), retry.Timeout, retry.StopMaxAttempts},
 		{"the primary's own Policy.Timeout", func(ctx context.Context, _ *inferencev1.GenerateRequest, _ int) (string, error) {
 			<-ctx.Done() // hangs until the policy's timeout
 			return "", ctx.Err()
-		}, func() retry.Policy { p := fastPolicy; p.Timeout = 20 * time.Millisecond; return p }(), retry.Timeout, retry.StopDeadline},
+		}, func() retry.Policy { p := foPolicy; p.Timeout = 20 * time.Millisecond; return p }(), retry.Timeout, retry.StopDeadline},
 		{"do not retry", func(ctx context.Context, _ *inferencev1.GenerateRequest, _ int) (string, error) {
 			return "", retry.DoNotRetry(ctx, codes.Unavailable, "draining, go elsewhere")
-		}, fastPolicy, retry.Transient, retry.StopPushback},
+		}, foPolicy, retry.Transient, retry.StopPushback},
 		{"pushback too long", func(ctx context.Context, _ *inferencev1.GenerateRequest, _ int) (string, error) {
 			return "", retry.RetryAfter(ctx, codes.ResourceExhausted, "come back in an hour", time.Hour)
-		}, fastPolicy, retry.RateLimited, retry.StopPushbackTooLong},
+		}, foPolicy, retry.RateLimited, retry.StopPushbackTooLong},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			primary := &backend{generate: tc.handler}
@@ -280,7 +280,7 @@ func TestFailoverAfterBudgetSpent(t *testing.T) {
 	primary := &backend{generate: always(codes.Unavailable)}
 	secondary := &backend{generate: answer("ok")}
 	var ev events
-	policy := fastPolicy
+	policy := foPolicy
 	policy.Budget = retry.NewCreditBudget(retry.CreditBudgetConfig{Max: 1, NoDeposits: true, NoFloor: true})
 	client := failoverClient(t, retry.FailoverConfig{
 		Fallbacks:  []retry.Fallback{fallbackTo(t, "secondary", secondary)},
@@ -309,7 +309,7 @@ func TestFailoverNeverAfterPermanentError(t *testing.T) {
 			secondary := &backend{generate: answer("ok")}
 			client := failoverClient(t, retry.FailoverConfig{
 				Fallbacks: []retry.Fallback{fallbackTo(t, "secondary", secondary)},
-			}, primary, fastPolicy)
+			}, primary, foPolicy)
 			_, err := client.Generate(context.Background(), hi)
 			var fe *retry.FallbackError
 			var re *retry.Error
@@ -337,7 +337,7 @@ func TestFailoverNeverAfterCallerCancelOrDeadline(t *testing.T) {
 	client := failoverClient(t, retry.FailoverConfig{
 		Fallbacks:  []retry.Fallback{fallbackTo(t, "secondary", secondary)},
 		OnFallback: ev.add,
-	}, primary, fastPolicy)
+	}, primary, foPolicy)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
@@ -375,7 +375,7 @@ func TestFailoverRewrite(t *testing.T) {
 		r.MaxTokens = min(r.MaxTokens, 16)
 		return r
 	})
-	client := failoverClient(t, retry.FailoverConfig{Fallbacks: []retry.Fallback{fb}}, primary, fastPolicy)
+	client := failoverClient(t, retry.FailoverConfig{Fallbacks: []retry.Fallback{fb}}, primary, foPolicy)
 	req := &inferencev1.GenerateRequest{Prompt: "Hi", MaxTokens: 100}
 	resp, err := client.Generate(context.Background(), req)
 	if err != nil || resp.GetText() != "[small] Hi/16" {
@@ -403,7 +403,7 @@ func TestFailoverSharesTheDeadline(t *testing.T) {
 	}}
 	client := failoverClient(t, retry.FailoverConfig{
 		Fallbacks: []retry.Fallback{fallbackTo(t, "secondary", secondary)},
-	}, primary, fastPolicy)
+	}, primary, foPolicy)
 	deadline := time.Now().Add(time.Minute)
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
@@ -419,7 +419,7 @@ func TestFailoverSharesTheDeadline(t *testing.T) {
 	lateClient := failoverClient(t, retry.FailoverConfig{
 		Fallbacks:   []retry.Fallback{fallbackTo(t, "secondary", secondary)},
 		MinTimeLeft: time.Hour,
-	}, primary, fastPolicy)
+	}, primary, foPolicy)
 	before := secondary.count(methodGenerate)
 	_, err := lateClient.Generate(ctx, hi)
 	var fe *retry.FallbackError
@@ -442,7 +442,7 @@ func TestFailoverAllStepsFail(t *testing.T) {
 	third := &backend{generate: always(codes.ResourceExhausted)}
 	client := failoverClient(t, retry.FailoverConfig{
 		Fallbacks: []retry.Fallback{fallbackTo(t, "second", second), fallbackTo(t, "third", third)},
-	}, primary, fastPolicy)
+	}, primary, foPolicy)
 	_, err := client.Generate(context.Background(), hi)
 	var fe *retry.FallbackError
 	if !errors.As(err, &fe) || len(fe.Steps) != 3 {
@@ -483,7 +483,7 @@ func TestFailoverMethodsScope(t *testing.T) {
 	client := failoverClient(t, retry.FailoverConfig{
 		Fallbacks: []retry.Fallback{fallbackTo(t, "secondary", secondary)},
 		Methods:   []string{methodStreamGenerate},
-	}, primary, fastPolicy)
+	}, primary, foPolicy)
 	_, err := client.Generate(context.Background(), hi)
 	var re *retry.Error
 	if status.Code(err) != codes.Unavailable || !errors.As(err, &re) || secondary.count(methodGenerate) != 0 {
@@ -508,7 +508,7 @@ func TestFailoverOnFinishOnce(t *testing.T) {
 	}
 	client := failoverClient(t, retry.FailoverConfig{
 		Fallbacks: []retry.Fallback{fallbackTo(t, "secondary", secondary)},
-	}, primary, fastPolicy)
+	}, primary, foPolicy)
 	var finishes []error
 	var mu sync.Mutex
 	onFinish := grpc.OnFinish(func(err error) {

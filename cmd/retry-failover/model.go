@@ -12,7 +12,7 @@ import (
 
 	"github.com/seed4f82f287/retry"
 	"github.com/seed4f82f287/retry/interceptor"
-	"github.com/seed4f82f287/retry/internal/failoverseam"
+	"github.com/seed4f82f287/retry/internal/seam"
 )
 
 // method is the full method name of every simulated call.
@@ -109,13 +109,13 @@ type step struct {
 }
 
 func newClient(r *run, id int, m mode, rng func() float64) (*client, error) {
-	v := failoverseam.Virtual{Now: r.sim.Now, Rand: rng}
+	v := seam.Config{Now: r.sim.Now, Rand: rng}
 	cl := &client{id: id, sim: r.sim, run: r, conn: &fakeConn{name: "secondary"}}
 	var err error
-	if cl.primary, err = failoverseam.RetryDecider(r.cfg.policy, v); err != nil {
+	if cl.primary, err = seam.NewDecider(r.cfg.policy, v); err != nil {
 		return nil, err
 	}
-	if cl.secondary, err = failoverseam.RetryDecider(r.cfg.policy, v); err != nil {
+	if cl.secondary, err = seam.NewDecider(r.cfg.policy, v); err != nil {
 		return nil, err
 	}
 	if !m.fallback && !m.breaker {
@@ -132,14 +132,14 @@ func newClient(r *run, id int, m mode, rng func() float64) (*client, error) {
 				cl.opened, cl.firstOpen = true, r.sim.now
 			}
 		}
-		b, err := failoverseam.Breaker(bc, v)
+		b, err := seam.NewBreaker(bc, v)
 		if err != nil {
 			return nil, err
 		}
 		cl.breaker = b.(*retry.Breaker)
 		fc.Breaker = cl.breaker
 	}
-	if cl.failover, err = failoverseam.Failover(fc, v); err != nil {
+	if cl.failover, err = seam.NewFailover(fc, v); err != nil {
 		return nil, err
 	}
 	return cl, nil

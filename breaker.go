@@ -36,7 +36,8 @@ func (s BreakerState) String() string {
 	return "state(" + strconv.Itoa(int(s)) + ")"
 }
 
-// BreakerOutcome is what a call tells its breaker: a three-way outcome.
+// BreakerOutcome is what a call tells its breaker: a three-way outcome
+// (see BreakerConfig.Outcome to change the default mapping).
 type BreakerOutcome uint8
 
 const (
@@ -156,6 +157,16 @@ type BreakerConfig struct {
 	// every call, concurrently; it must be fast and return few distinct
 	// groups.
 	Group func(method string) string
+	// Outcome, if set, overrides what a failed call tells the breaker
+	// (not a call that the caller cancelled or whose deadline passed:
+	// those never count against the backend). It is given the step's
+	// error (a *Error when the step's connection retries); a result of 0
+	// keeps the default: BreakerFailure for a retryable class,
+	// BreakerSuccess for a Permanent one (the backend answered),
+	// BreakerIgnored for an error of the client's own (StopLocal). Use it
+	// to count, say, Internal as a failure of the backend. It is called
+	// concurrently; it must be fast.
+	Outcome func(err error) BreakerOutcome
 	// OnStateChange, if set, is called on every change of a circuit's
 	// state, on the goroutine of the call that caused it, after the
 	// change; it must not block.

@@ -439,6 +439,11 @@ func (f *failoverDecider) Ended(ctx context.Context, c *interceptor.FailoverCall
 		case class == Permanent:
 			o = BreakerSuccess // the backend answered
 		}
+		if judge := st.breaker.cfg.Outcome; judge != nil && !callerDone {
+			if j := judge(err); j >= BreakerSuccess && j <= BreakerIgnored {
+				o = j
+			}
+		}
 		s.permit.done(o, pushback)
 	}
 	s.steps = append(s.steps, StepError{Step: s.cur, Name: st.name, Err: err, class: class, reason: reason})

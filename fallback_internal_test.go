@@ -219,6 +219,46 @@ func TestFailoverMinTimeLeft(t *testing.T) {
 	}
 }
 
+// BreakerConfig.Outcome overrides the default judgement of failed calls,
+// never the caller's own end.
+func TestBreakerOutcomeOverride(t *testing.T) {
+	clk := newFakeClock()
+	b, _ := newTestBreaker(t, BreakerConfig{MinCalls: 1000, ConsecutiveFailures: 2, Outcome: func(err error) BreakerOutcome {
+		switch status.Code(err) {
+		case codes.Internal:
+			return BreakerFailure
+		case codes.Unavailable:
+			return BreakerIgnored
+		}
+		return 0
+	}})
+	b.cfg.clock = clk
+	f := newTestFailover(t, FailoverConfig{Breaker: b}, clk)
+	end := func(ctx context.Context, err error) {
+		c := f.Begin(ctx, "/s/m", "", false)
+		f.Next(ctx, c)
+		f.Ended(ctx, c, err, false)
+		f.Done(ctx, c, err)
+	}
+	ctx := context.Background()
+	end(ctx, status.Error(codes.Unavailable, "x")) // ignored by the override
+	end(ctx, status.Error(codes.NotFound, "x"))    // the default: a success
+	if st := b.Stats()[0]; st.Successes != 1 || st.Failures != 0 {
+		t.Fatalf("%+v", st)
+	}
+	canceled, cancel := context.WithCancel(ctx)
+	cancel()
+	end(canceled, status.Error(codes.Internal, "x")) // the caller's: ignored whatever the override
+	end(ctx, status.Error(codes.Internal, "x"))
+	if b.State() != BreakerClosed {
+		t.Fatal("opened after one failure in a row")
+	}
+	end(ctx, status.Error(codes.Internal, "x"))
+	if b.State() != BreakerOpen {
+		t.Fatal("Internal, a failure by the override, did not open it")
+	}
+}
+
 func TestFallbackErrorText(t *testing.T) {
 	e := &FallbackError{Steps: []StepError{
 		{Step: 0, Name: "primary", Err: &BreakerOpenError{State: BreakerOpen}, Skipped: SkipBreakerOpen},

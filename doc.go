@@ -79,6 +79,17 @@
 // it clamped or ignored; Explain says which entry applies to a method and
 // why, and the retry-config command prints both.
 //
+// # Failover
+//
+// Retrying the same backend helps only while it can recover within the
+// caller's deadline. A Failover, installed outside the retry interceptors
+// of a connection (Failover.DialOptions), sends a call that its retries
+// could not save (a retryable class) to other connections in turn, each
+// with its own retry policy, under the caller's one deadline; a Breaker
+// per backend skips a backend that is down (or, without a fallback, fails
+// fast with Unavailable), counting only infrastructure failures. A call
+// that fails at every step returns a *FallbackError.
+//
 // # Concurrency
 //
 // A Policy is a plain value, copied by Unary and Stream; the interceptors

@@ -3,6 +3,7 @@ package retry
 import (
 	"fmt"
 	"strconv"
+	"time"
 
 	"google.golang.org/grpc/status"
 )
@@ -81,6 +82,13 @@ type Error struct {
 	Reason StopReason
 	// Class is the class of the last attempt's failure.
 	Class Class
+	// Pushback is the delay the server asked for in the last attempt's
+	// grpc-retry-pushback-ms trailer or google.rpc.RetryInfo (the longer
+	// of the two), 0 if it asked for none (or said "do not retry"). A
+	// failover breaker reads it: a pushback the call could not honour
+	// (Reason StopPushbackTooLong, StopDeadline, StopMaxAttempts or
+	// StopBudget) holds the backend's breaker open at least that long.
+	Pushback time.Duration
 }
 
 // Error returns the last attempt's error text followed by the retry summary.

@@ -110,7 +110,7 @@ func (c *compiled) Hedge(ctx context.Context, call *interceptor.Call, alone bool
 		if s.hedgeStop != 0 {
 			r = s.hedgeStop
 		}
-		return false, c.gaveUp(ctx, call, &Error{Err: s.lastErr, Attempts: call.Attempts, Reason: r, Class: s.lastClass})
+		return false, c.gaveUp(ctx, call, &Error{Err: s.lastErr, Attempts: call.Attempts, Reason: r, Class: s.lastClass, Pushback: s.pushback})
 	}
 	if s.hedgeStop != 0 {
 		return refuse(s.hedgeStop)

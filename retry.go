@@ -66,7 +66,8 @@ type callState struct {
 	backoffs  int           // backoffs since the start or the last pushback
 	prevDelay time.Duration // the last backoff delay, for DecorrelatedJitter
 	lastClass Class
-	lastErr   error // the last attempt's error
+	lastErr   error         // the last attempt's error
+	pushback  time.Duration // the last attempt's server pushback delay (0: none, or "do not retry")
 
 	// Hedged calls.
 	hedgeStop StopReason // why no more hedges may be sent (0: they may)
@@ -177,7 +178,7 @@ func (c *compiled) Failed(ctx context.Context, call *interceptor.Call, o interce
 	s := c.state(call)
 	err := o.Err
 	stop := func(r StopReason) (time.Duration, error) {
-		return 0, c.gaveUp(ctx, call, &Error{Err: err, Attempts: call.Attempts, Reason: r, Class: s.lastClass})
+		return 0, c.gaveUp(ctx, call, &Error{Err: err, Attempts: call.Attempts, Reason: r, Class: s.lastClass, Pushback: s.pushback})
 	}
 	if o.Unstarted {
 		// The caller's context ended while the next attempt waited for a
@@ -190,6 +191,7 @@ func (c *compiled) Failed(ctx context.Context, call *interceptor.Call, o interce
 		return stop(StopDeadline)
 	}
 	s.lastErr = err
+	s.pushback = 0
 	st := status.Convert(err)
 	s.lastClass = c.Classify(st, o.Trailer)
 	now := c.clock.Now()
@@ -204,6 +206,9 @@ func (c *compiled) Failed(ctx context.Context, call *interceptor.Call, o interce
 		return stop(StopLocal)
 	}
 	pb := serverPushback(st, o.Trailer)
+	if pb.present && !pb.stop {
+		s.pushback = pb.delay
+	}
 	if s.lastClass == Permanent {
 		if pb.stop && !o.Committed {
 			c.Budget.failed(now, o.Attempt > 1, false, false)
@@ -274,7 +279,7 @@ func (c *compiled) Wait(ctx context.Context, call *interceptor.Call, delay time.
 		err = context.DeadlineExceeded
 	}
 	if err == context.DeadlineExceeded && s.lastErr != nil {
-		return c.gaveUp(ctx, call, &Error{Err: s.lastErr, Attempts: call.Attempts, Reason: StopDeadline, Class: s.lastClass})
+		return c.gaveUp(ctx, call, &Error{Err: s.lastErr, Attempts: call.Attempts, Reason: StopDeadline, Class: s.lastClass, Pushback: s.pushback})
 	}
 	return c.gaveUp(ctx, call, &Error{Err: status.FromContextError(err).Err(), Attempts: call.Attempts, Reason: StopCanceled, Class: Permanent})
 }

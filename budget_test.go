@@ -10,6 +10,8 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/seed4f82f287/retry/interceptor"
 )
 
 func TestCreditBudgetArithmetic(t *testing.T) {
@@ -228,5 +230,33 @@ func TestBudgetStopsRetries(t *testing.T) {
 	if len(gaveUp) != 1 || gaveUp[0].Reason != StopBudget || gaveUp[0].Attempts != 1 || gaveUp[0].Code != codes.Unavailable ||
 		gaveUp[0].Class != Transient || gaveUp[0].Err != err || gaveUp[0].Method != "/test.Service/Method" {
 		t.Fatalf("OnGiveUp events %+v, want one saying the budget stopped the call", gaveUp)
+	}
+}
+
+// TestDeadlineEndedRetriesAreCharged: a retry that runs into the caller's
+// deadline without an answer failed, for the budget; a call the caller
+// cancels costs nothing.
+func TestDeadlineEndedRetriesAreCharged(t *testing.T) {
+	b := NewCreditBudget(CreditBudgetConfig{NoFloor: true})
+	p := exact()
+	p.Budget = b
+	expired, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel()
+	c := mustCompile(p)
+	call := &interceptor.Call{}
+	c.Begin(expired, "/test.Service/Method", nil, call)
+	call.Attempts = 2
+	_, err := c.Failed(expired, call, interceptor.Outcome{Err: status.Error(codes.DeadlineExceeded, "context deadline exceeded"), Attempt: 2})
+	if e := stopOf(t, err); e.Reason != StopCanceled || b.Balance() != DefaultCreditMax-1 {
+		t.Fatalf("%v, balance %v: want StopCanceled and the retry charged", err, b.Balance())
+	}
+	canceled, cancel2 := context.WithCancel(context.Background())
+	cancel2()
+	call = &interceptor.Call{}
+	c.Begin(canceled, "/test.Service/Method", nil, call)
+	call.Attempts = 2
+	c.Failed(canceled, call, interceptor.Outcome{Err: status.Error(codes.Canceled, "context canceled"), Attempt: 2})
+	if b.Balance() != DefaultCreditMax-1 {
+		t.Fatalf("balance %v: a cancelled retry was charged", b.Balance())
 	}
 }

@@ -198,7 +198,14 @@ func (c *compiled) Failed(ctx context.Context, call *interceptor.Call, o interce
 	deadline, hasDeadline := ctx.Deadline()
 	if ctx.Err() != nil || hasDeadline && !now.Before(deadline) {
 		// The caller's own cancellation or deadline (even if its context
-		// has not noticed yet): never retried.
+		// has not noticed yet): never retried. An attempt that the
+		// deadline ended without an answer still failed for the budget
+		// (a retry to a backend that hangs must cost, or the budget of a
+		// client whose retries all run into its deadlines never drains);
+		// a cancellation did not.
+		if ctx.Err() != context.Canceled && s.lastClass != Permanent && !o.Committed {
+			c.Budget.failed(now, o.Attempt > 1, false, s.lastClass == Timeout)
+		}
 		s.lastClass = Permanent
 		return stop(StopCanceled)
 	}

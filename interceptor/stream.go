@@ -416,6 +416,22 @@ func (s *retryStream) SendMsg(m any) error {
 	if !s.committed.Load() && !s.closeSent {
 		size := messageSize(m)
 		if size < 0 || s.replayBytes+size > s.call.MaxReplayBytes {
+			if a.broken && a.localErr == nil {
+				// The message commits the stream, but the attempt is
+				// already over: as grpc-go does, settle its end first
+				// (a retry replays the kept messages onto a new attempt),
+				// and commit to the attempt that follows.
+				s.mu.Unlock()
+				s.sendMu.Unlock()
+				s.settle(a)
+				s.sendMu.Lock()
+				s.mu.Lock()
+				a = s.cur
+				if s.done {
+					s.mu.Unlock()
+					return io.EOF
+				}
+			}
 			s.commitLocked()
 		} else {
 			if s.replay == nil {
@@ -446,6 +462,49 @@ func (s *retryStream) SendMsg(m any) error {
 		return nil
 	}
 	return io.EOF
+}
+
+// settle makes sure that the end of attempt a, which is over, is settled:
+// the stream has moved to another attempt, committed, or ended. A receiver
+// (RecvMsg or Header) that holds recvMu settles it and moves on; since
+// RecvMsg keeps recvMu while it receives from the next attempt, settle
+// waits for the move rather than for recvMu. With no receiver, settle
+// settles the end itself. The caller holds no lock.
+func (s *retryStream) settle(a *attempt) {
+	if !s.recvMu.TryLock() {
+		s.mu.Lock()
+		if s.cur != a || s.done || s.committed.Load() {
+			s.mu.Unlock()
+			return
+		}
+		if s.moved == nil {
+			s.moved = make(chan struct{})
+		}
+		moved := s.moved
+		s.mu.Unlock()
+		<-moved
+		return
+	}
+	defer s.recvMu.Unlock()
+	s.mu.Lock()
+	mine := s.cur == a && !s.done && !s.committed.Load()
+	s.mu.Unlock()
+	if !mine {
+		return
+	}
+	if hdr, _ := a.cs.Header(); hdr != nil {
+		// Response headers had arrived: the stream was committed, and a
+		// response message may be waiting for the caller.
+		s.mu.Lock()
+		s.commitLocked()
+		s.mu.Unlock()
+		return
+	}
+	// The attempt is over and sent no headers, hence no message: RecvMsg
+	// returns its status at once.
+	if rerr := a.cs.RecvMsg(new(emptypb.Empty)); rerr != nil {
+		s.attemptEnded(a, rerr)
+	}
 }
 
 // messageSize returns what m counts against the replay buffer, as grpc-go
@@ -579,36 +638,9 @@ func (s *retryStream) Header() (metadata.MD, error) {
 			s.mu.Unlock()
 			return md, err
 		}
-		// The attempt ended without headers. A receiver (RecvMsg, or
-		// another Header) that holds recvMu settles its end and moves on;
-		// since RecvMsg keeps recvMu while it receives from the next
-		// attempt, wait for the move rather than for recvMu. Otherwise
-		// settle the end here.
-		if !s.recvMu.TryLock() {
-			s.mu.Lock()
-			if s.cur != a || s.done || s.committed.Load() {
-				s.mu.Unlock()
-				continue
-			}
-			if s.moved == nil {
-				s.moved = make(chan struct{})
-			}
-			moved := s.moved
-			s.mu.Unlock()
-			<-moved
-			continue
-		}
-		s.mu.Lock()
-		mine := s.cur == a && !s.done && !s.committed.Load()
-		s.mu.Unlock()
-		if mine {
-			// The attempt is over and sent no headers, hence no message:
-			// RecvMsg returns its status at once.
-			if rerr := a.cs.RecvMsg(new(emptypb.Empty)); rerr != nil {
-				s.attemptEnded(a, rerr)
-			}
-		}
-		s.recvMu.Unlock()
+		// The attempt ended without headers: settle its end (a retry
+		// moves to the next attempt, whose headers the loop then awaits).
+		s.settle(a)
 	}
 }
 

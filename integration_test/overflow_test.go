@@ -1,11 +1,7 @@
-//go:build knownfail
-
 package integration_test
 
-// Known differences from grpc-go's built-in retry that are not fixed yet.
-// Each test fails today; run them with
-//
-//	go test -tags knownfail -run KnownFail ./integration_test
+// A send that outgrows the replay buffer after the attempt has failed,
+// against grpc-go's built-in retry.
 
 import (
 	"context"
@@ -78,27 +74,14 @@ func (b *beginCounter) HandleRPC(_ context.Context, st stats.RPCStats) {
 	}
 }
 
-// TestKnownFailOverflowAfterAttemptFailed: a client stream whose first
-// attempt failed (trailers-only, Unavailable) before the caller's send that
-// outgrows the replay buffer must be retried, as grpc-go's retry does:
-// grpc-go's SendMsg finds the failed attempt, retries it (replaying the
-// kept messages) and only then sends the big message and commits, to the
-// new attempt.
-//
-// Ours commits the dead attempt instead. interceptor/stream.go, SendMsg:
-// when s.replayBytes+size > MaxReplayBytes it calls s.commitLocked()
-// without looking at a.broken (set by sendFailed when an earlier send on
-// the attempt returned io.EOF, i.e. the attempt is known to be over); the
-// message is then not kept and SendMsg returns io.EOF. RecvMsg later sees
-// the attempt's Unavailable with Outcome.Committed set, and the call fails
-// with StopCommitted although nothing of the attempt reached the caller.
-// The fix is for SendMsg, on an overflow while a.broken, to settle the
-// attempt's end first as Header does (under recvMu: Header() of the
-// attempt, which returns at once; RecvMsg for its status if it had no
-// headers; attemptEnded, which retries and replays), then commit to the new
-// attempt; that makes SendMsg wait through a backoff and run the retry
-// hooks, which it never does today.
-func TestKnownFailOverflowAfterAttemptFailed(t *testing.T) {
+// TestOverflowAfterAttemptFailed: a client stream whose first attempt
+// failed (trailers-only, Unavailable) before the caller's send that
+// outgrows the replay buffer is retried, as grpc-go's retry does: SendMsg
+// finds the failed attempt, settles its end (the retry replays the kept
+// messages onto a new attempt), and only then sends the big message and
+// commits, to the new attempt. (Committing the dead attempt instead failed
+// the call with StopCommitted although nothing of it reached the caller.)
+func TestOverflowAfterAttemptFailed(t *testing.T) {
 	t.Run("grpc-go", func(t *testing.T) { overflowAfterAttemptFailed(t, builtin) })
 	t.Run("ours", func(t *testing.T) { overflowAfterAttemptFailed(t, ours) })
 }

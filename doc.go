@@ -4,7 +4,8 @@
 // jitter, and never wait past the caller's deadline.
 //
 //	policy := retry.Policy{MaxAttempts: 3, PerAttemptTimeout: 2 * time.Second}
-//	conn, err := grpc.NewClient(target, append(retry.DialOptions(policy), creds)...)
+//	conn, err := grpc.NewClient(target, append(retry.DialOptions(policy),
+//		grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 //
 // DialOptions installs Unary and Stream (sharing one retry budget) and turns
 // grpc-go's built-in retry off, so retries never multiply across two layers.
@@ -17,28 +18,35 @@
 //  1. Did the caller give up (its context is canceled or past its deadline)?
 //     Then stop: the caller's own Canceled or DeadlineExceeded is never
 //     retried.
-//  2. What class is the failure (see Classify and CodeClass)? Permanent
+//  2. Did the client produce the error itself (a message over a size
+//     limit)? Did the call commit (response headers had arrived, gRFC A6)?
+//     Then stop: another attempt would fail the same way, or repeat work
+//     the server had started.
+//  3. What class is the failure (see Classify and CodeClass)? Permanent
 //     failures stop at once. Transient (Unavailable), RateLimited
 //     (ResourceExhausted, but not a spent quota) and Timeout
 //     (DeadlineExceeded of an attempt, while the caller still has time) are
 //     retried.
-//  3. Were all Policy.MaxAttempts used? MaxAttempts counts every attempt,
+//  4. Were all Policy.MaxAttempts used? MaxAttempts counts every attempt,
 //     the first included: 1 means no retry.
-//  4. Did the server push back? A grpc-retry-pushback-ms trailer or a
+//  5. Did the server push back? A grpc-retry-pushback-ms trailer or a
 //     google.rpc.RetryInfo detail sets the wait exactly (and restarts the
 //     exponential backoff); a malformed one means "do not retry", and one
 //     longer than Policy.MaxPushback stops at once.
-//  5. Otherwise the wait is min(InitialBackoff × Multiplier^n, MaxBackoff),
+//  6. Otherwise the wait is min(InitialBackoff × Multiplier^n, MaxBackoff),
 //     jittered (see Jitter).
-//  6. Could the next attempt start before the caller's deadline? If not,
+//  7. Could the next attempt start before the caller's deadline? If not,
 //     return the last attempt's error now, with its own status code, instead
 //     of sleeping into a certain DeadlineExceeded.
-//  7. Does the retry budget, shared by the calls of the client, allow
-//     another retry (see Budget)? If not, return the error now: in an
-//     outage, retries stay a small fraction of the calls.
+//  8. Does the retry budget, shared by the calls of the client, allow
+//     another retry (see Budget and CreditBudget)? If not, return the error
+//     now: in an outage, retries stay a small fraction of the calls, while
+//     a transient partial failure is retried in full.
 //
-// Then it waits (a cancel ends the wait at once) and tries again, sending
-// grpc-previous-rpc-attempts with the number of earlier attempts.
+// Then it waits (a cancel ends the wait at once), waits for the channel to
+// have a ready connection (Policy.ConnectWait: a restart costs latency, not
+// an error), and tries again, sending grpc-previous-rpc-attempts with the
+// number of earlier attempts.
 //
 // When a call fails, its error is a *Error: status.Code(err) is the last
 // attempt's code, and errors.As gives the number of attempts and the
@@ -49,17 +57,29 @@
 // Stream retries a stream only until it commits (gRFC A6): until then every
 // message sent, and CloseSend, are kept and replayed on a new attempt. A
 // stream commits when a response message or response headers arrive, the
-// caller calls Header, Trailer or Context, or the messages sent exceed
-// Policy.MaxReplayBytes. After that, an error goes to the caller: no message
-// is ever delivered twice.
+// caller calls Trailer or Context, or the messages sent exceed
+// Policy.MaxReplayBytes; Header waits for headers and retries a
+// trailers-only failure, as grpc-go's does. After that, an error goes to
+// the caller: no message is ever delivered twice.
+//
+// # Hedging
+//
+// A policy with Hedging sends the first attempt at once and another each
+// time the hedge delay passes without an answer (a fixed Delay, or one
+// learned per method from recent latencies so that about MaxExtraLoad of
+// the calls are hedged); the first to succeed (for a stream: to deliver a
+// message) wins and the others are cancelled. Hedges are paid from the
+// budget like retries.
 //
 // # Hooks, logs and the server side
 //
-// Policy.OnRetry sees every retry and Policy.OnGiveUp every failed call with
-// its StopReason; LogRetries and LogGiveUps adapt them to go-grpc-middleware's
-// logging.Logger, and both are the place to count retries in OpenTelemetry or
-// Prometheus. Servers say when to come back with RetryAfter (pushback trailer
-// and RetryInfo) or DoNotRetry.
+// Policy.OnRetry sees every retry, Policy.OnHedge every hedge, Policy.OnGiveUp
+// every failed call with its StopReason and Policy.OnCall every call at its
+// end; LogRetries and LogGiveUps adapt them to go-grpc-middleware's
+// logging.Logger. Policy.Metrics records gRPC's per-call retry metrics
+// (gRFC A96) through OpenTelemetry; WithReport tells a caller what its call
+// did. Servers say when to come back with RetryAfter (pushback trailer and
+// RetryInfo) or DoNotRetry.
 //
 // # Scope and per-call control
 //
@@ -94,5 +114,6 @@
 //
 // A Policy is a plain value, copied by Unary and Stream; the interceptors
 // are safe for concurrent use. The only state shared between calls is the
-// retry budget, which is lock-free.
+// retry budget, the learned hedge delays and the breakers, which are
+// lock-free on the success path.
 package retry

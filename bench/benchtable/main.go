@@ -67,15 +67,16 @@ func main() {
 type key struct{ bench, client, unit string }
 
 type results struct {
-	benches []string // in order of first appearance
-	clients []string // likewise
-	units   []string // likewise
+	benches []string            // in order of first appearance
+	clients map[string][]string // by benchmark, likewise
+	units   []string            // likewise
 	values  map[key][]float64
 }
 
 func (rs *results) read(r io.Reader) error {
 	if rs.values == nil {
 		rs.values = make(map[key][]float64)
+		rs.clients = make(map[string][]string)
 	}
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
@@ -94,7 +95,9 @@ func (rs *results) read(r io.Reader) error {
 			}
 			k := key{bench, client, f[i+1]}
 			addOnce(&rs.benches, bench)
-			addOnce(&rs.clients, client)
+			cs := rs.clients[bench]
+			addOnce(&cs, client)
+			rs.clients[bench] = cs
 			addOnce(&rs.units, k.unit)
 			rs.values[k] = append(rs.values[k], v)
 		}
@@ -206,7 +209,7 @@ func (rs *results) write(w io.Writer) {
 }
 
 func (rs *results) has(bench, unit string) bool {
-	for _, c := range rs.clients {
+	for _, c := range rs.clients[bench] {
 		if len(rs.values[key{bench, c, unit}]) > 0 {
 			return true
 		}
@@ -223,7 +226,7 @@ func (rs *results) runs(bench, unit string) string {
 func (rs *results) runsAll(benches []string, unit string) string {
 	lo, hi := math.MaxInt, 0
 	for _, b := range benches {
-		for _, c := range rs.clients {
+		for _, c := range rs.clients[b] {
 			if n := len(rs.values[key{b, c, unit}]); n > 0 {
 				lo, hi = min(lo, n), max(hi, n)
 			}
@@ -242,9 +245,9 @@ func (rs *results) runsAll(benches []string, unit string) string {
 // table writes one row per benchmark and unit, one column per client that
 // has a value in any of them.
 func (rs *results) table(w io.Writer, benches, units []string, cell func(unit string, v []float64) string) {
-	var cols []string
-	for _, c := range rs.clients {
-		for _, b := range benches {
+	var cols []string // in order of first appearance in benches
+	for _, b := range benches {
+		for _, c := range rs.clients[b] {
 			for _, u := range units {
 				if len(rs.values[key{b, c, u}]) > 0 {
 					addOnce(&cols, c)
@@ -274,7 +277,7 @@ func (rs *results) instrTable(w io.Writer, bench string) {
 	row(w, "client", "instructions/call, median", "min–max", "spread", "× bare (medians)")
 	row(w, "---", "---", "---", "---", "---")
 	base := median(rs.values[key{bench, "bare", "instr/op"}])
-	for _, c := range rs.clients {
+	for _, c := range rs.clients[bench] {
 		v := rs.values[key{bench, c, "instr/op"}]
 		if len(v) == 0 {
 			continue

@@ -27,18 +27,23 @@ N2="${N2:-5000}"
 REPS="${REPS:-5}"
 CLIENTS="${CLIENTS:-}" # default: every client of BenchmarkUnary
 
-# GC cycles land at different points in each run; allocations are still
-# counted (mallocgc).
-export GOGC=off
-# Go's asynchronous preemption (signals sent to running goroutines) makes
-# valgrind 3.19 crash or hang; the benchmark runs on one P and does not need it.
-export GODEBUG=asyncpreemptoff=1
+# The environment of the benchmark runs (not of the go command, which would
+# warn about the cpu option). GOGC=off: GC cycles land at different points
+# in each run; allocations are still counted (mallocgc).
+RUN_GOGC=off
+# Two things valgrind 3.19 cannot run: Go's asynchronous preemption (signals
+# sent to running goroutines: callgrind crashes or hangs) and the RDTSCP
+# instruction, which the runtime executes when a thread waits on a contended
+# runtime lock (valgrind stops with SIGILL "unhandled instruction"). Both
+# are off: the benchmark runs on one P and needs neither; without RDTSCP the
+# runtime reads the clock with RDTSC.
+RUN_GODEBUG=asyncpreemptoff=1,cpu.rdtscp=off
 
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 go test -c -o "$tmp/bench.test" ./bench
 if [[ -z "$CLIENTS" ]]; then
-  CLIENTS="$("$tmp/bench.test" -test.run '^$' -test.bench 'BenchmarkUnary$' -test.benchtime 1x -test.cpu 1 |
+  CLIENTS="$("$tmp/bench.test" -test.run '^$' -test.bench 'BenchmarkUnary$' -test.benchtime 1x -test.cpu 1 2>/dev/null |
     sed -n 's|^BenchmarkUnary/client=\([^[:space:]]*\)[[:space:]].*|\1|p' | tr '\n' ' ')"
 fi
 if [[ "$CLIENTS" != bare\ * ]]; then
@@ -49,7 +54,7 @@ fi
 mkdir -p bench/results
 out="bench/results/callgrind-$(date -u +%Y%m%d-%H%M%S).txt"
 {
-  echo "# bash bench/callgrind.sh: N1=$N1 N2=$N2 REPS=$REPS GOGC=$GOGC GODEBUG=$GODEBUG"
+  echo "# bash bench/callgrind.sh: N1=$N1 N2=$N2 REPS=$REPS GOGC=$RUN_GOGC GODEBUG=$RUN_GODEBUG"
   echo "# $(valgrind --version), $(go version)"
   echo "# cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc) cores"
 } >"$out"
@@ -57,7 +62,7 @@ out="bench/results/callgrind-$(date -u +%Y%m%d-%H%M%S).txt"
 count() { # client iterations -> instructions
   local try
   for try in 1 2 3; do
-    if valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.out" "$tmp/bench.test" \
+    if GOGC="$RUN_GOGC" GODEBUG="$RUN_GODEBUG" valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.out" "$tmp/bench.test" \
       -test.run '^$' -test.bench "BenchmarkUnary\$/client=$1\$" -test.benchtime "$2x" -test.cpu 1 \
       >"$tmp/out" 2>"$tmp/err" && grep -q 'Collected : [0-9]' "$tmp/err"; then
       grep -o 'Collected : [0-9]*' "$tmp/err" | grep -o '[0-9]*$'

@@ -5,7 +5,7 @@
 //
 //	policy := retry.Policy{MaxAttempts: 3, PerAttemptTimeout: 2 * time.Second}
 //	conn, err := grpc.NewClient(target, append(retry.DialOptions(policy),
-//		grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+//		grpc.WithTransportCredentials(insecure.NewCredentials()))...) // or your TLS credentials
 //
 // DialOptions installs Unary and Stream (sharing one retry budget) and turns
 // grpc-go's built-in retry off, so retries never multiply across two layers.

@@ -13,10 +13,16 @@ import (
 )
 
 // LogRetries returns a Policy.OnRetry hook that logs every retry to l, the
-// Logger interface of go-grpc-middleware v2's logging package (adapters
-// exist for log/slog, zap, zerolog, logrus, go-kit and others):
+// Logger interface of go-grpc-middleware v2's logging package. The module
+// has no adapter to import (its repository shows them as examples to copy,
+// under interceptors/logging/examples); for a *slog.Logger the adapter is
+// a logging.LoggerFunc (logging.Level is slog.Level), which the package's
+// slog example runs:
 //
-//	policy := retry.Policy{OnRetry: retry.LogRetries(logger)}
+//	l := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
+//		logger.Log(ctx, slog.Level(lvl), msg, fields...)
+//	})
+//	policy := retry.Policy{OnRetry: retry.LogRetries(l)}
 //
 // Each retry is one entry at logging.LevelInfo with the message
 // "retrying call", logged with the call's context, and these fields, named

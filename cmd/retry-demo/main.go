@@ -4,18 +4,22 @@
 // seconds.
 //
 //	go run ./cmd/retry-demo
+//	go run ./cmd/retry-demo -h    # what it does, and its flags
 //
 // Each scenario scripts the server's misbehaviour (deterministically, keyed
 // on the prompt). The scenarios run first through retry.Unary, printing
 // every attempt as the server saw it and as the client's OnRetry hook
 // reported it, then through a plain client for contrast, and a summary table
 // puts the two side by side. Waits are jittered, so they (and the times)
-// vary from run to run; the attempts and outcomes do not.
+// vary from run to run; the attempts and outcomes do not. The policy is
+// printed as Go source, every field it sets included, so a copy of it
+// behaves as in the demo.
 package main
 
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -39,6 +43,7 @@ const idemHeader = "x-idempotency-key"
 
 // demoPolicy is the client's retry policy: fields not set keep their
 // defaults (full jitter, 2× multiplier, 30s MaxPushback, retry.Classify).
+// The demo prints it (policySource) as it is.
 func demoPolicy(onRetry func(retry.RetryEvent)) retry.Policy {
 	return retry.Policy{
 		MaxAttempts:       4,
@@ -51,18 +56,71 @@ func demoPolicy(onRetry func(retry.RetryEvent)) retry.Policy {
 		},
 		IdempotencyHeader: idemHeader,
 		OnRetry:           onRetry,
-		// Most scenarios here fail on purpose, one call at a time: the
-		// default budget (10% of successes, 5 in hand, plus 1 retry per 2s) would rightly
-		// stop most of their retries. The last section shows it at work.
+		// Most scenarios here fail on purpose, one call after another: the
+		// default budget (3 failed retries in hand, earning 0.1 per
+		// successful call and 0.05 per second) would rightly stop most of
+		// their retries. The last section shows it at work.
 		Budget: retry.NoBudget,
 	}
 }
 
 func main() {
-	if err := run(os.Stdout); err != nil {
-		fmt.Fprintln(os.Stderr, "retry-demo:", err)
-		os.Exit(1)
+	os.Exit(cli(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usage = `Usage: go run ./cmd/retry-demo [-h]
+
+retry-demo shows the retry interceptors of github.com/seed4f82f287/retry at
+work. It starts a scripted, flaky InferenceService in this process (on an
+in-memory bufconn connection: no network, nothing to set up) and, for each
+scenario (a server restarting, rate limits with pushback, a spent quota, a
+bad request, a hung attempt, an outage, a draining server, a server that
+asks not to be retried, a non-idempotent method, a stream failing before and
+after its first token):
+
+  1. calls it through retry.Unary and retry.Stream, printing every attempt
+     as the server saw it and as the client's OnRetry hook reported it;
+  2. makes the same calls through a plain client, for contrast;
+  3. prints a summary table of the two;
+  4. makes 40 calls during an outage with retry.NoBudget and with the
+     default retry budget, and counts the attempts the server received.
+
+It prints the retry policy it uses as Go source (every field it sets,
+Budget included), so that a copy of it behaves the same. It ends by itself
+in about 5 seconds. Waits are jittered, so times vary from run to run; the
+attempts and outcomes do not.
+
+Flags:
+`
+
+// cli runs the demo with the command-line arguments args and returns the
+// exit code: 0 after the demo or after -h (help on stdout, no demo), 2 for
+// bad arguments, 1 if the demo fails.
+func cli(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("retry-demo", flag.ContinueOnError)
+	fs.SetOutput(stderr) // where the flag package reports a bad flag
+	fs.Usage = func() {} // the help is printed below, on stdout, and only for -h
+	help := fs.Bool("h", false, "print this help and exit, without running the demo")
+	err := fs.Parse(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp) || (err == nil && *help): // -h, -help, --help
+		fmt.Fprint(stdout, usage)
+		fs.SetOutput(stdout)
+		fs.PrintDefaults()
+		return 0
+	case err == nil && fs.NArg() > 0:
+		err = fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		fmt.Fprintln(stderr, err)
 	}
+	if err != nil {
+		fmt.Fprintln(stderr, "usage: go run ./cmd/retry-demo [-h]")
+		return 2
+	}
+	if err := run(stdout); err != nil {
+		fmt.Fprintln(stderr, "retry-demo:", err)
+		return 1
+	}
+	return 0
 }
 
 // run plays every scenario with and without retry and prints the results
@@ -125,6 +183,11 @@ func run(w io.Writer) error {
 // by MaxAttempts.
 func budgetDemo(w io.Writer, lis *bufconn.Listener, srv *flakyServer) error {
 	const calls = 40
+	budgetPolicy := func(b retry.Budget) retry.Policy {
+		return retry.Policy{MaxAttempts: 4, InitialBackoff: time.Millisecond, MaxBackoff: time.Millisecond, Budget: b}
+	}
+	fmt.Fprintf(w, "  one client per line: %s\n", policySource(budgetPolicy(nil), nil, false))
+	fmt.Fprintf(w, "  plus the line's Budget (nil: the default, a fresh budget for the client)\n\n")
 	fmt.Fprintf(w, "  %-34s  %8s  %13s  %s\n", "policy", "attempts", "amplification", "stopped by")
 	for _, b := range []struct {
 		name   string
@@ -133,7 +196,7 @@ func budgetDemo(w io.Writer, lis *bufconn.Listener, srv *flakyServer) error {
 		{"Budget: retry.NoBudget", retry.NoBudget},
 		{"Budget: nil (the default)", nil},
 	} {
-		p := retry.Policy{MaxAttempts: 4, InitialBackoff: time.Millisecond, MaxBackoff: time.Millisecond, Budget: b.budget}
+		p := budgetPolicy(b.budget)
 		conn, err := dial(lis, &p)
 		if err != nil {
 			return err
@@ -266,23 +329,24 @@ func (r result) stopped() string {
 	return "?"
 }
 
+// demoHooks names the demo's function fields when it prints a policy.
+var demoHooks = map[string]string{"OnRetry": "onRetry"}
+
 func printIntro(w io.Writer, p retry.Policy) {
-	d := retry.DefaultPolicy()
-	if p.Multiplier == 0 {
-		p.Multiplier = d.Multiplier
-	}
-	if p.MaxPushback == 0 {
-		p.MaxPushback = d.MaxPushback
-	}
 	fmt.Fprintln(w, "retry-demo: a scripted, flaky InferenceService in this process (bufconn),")
 	fmt.Fprintln(w, "called through retry.Unary and then through a plain client.")
 	fmt.Fprintln(w)
-	fmt.Fprintf(w, "policy:  MaxAttempts %d, backoff %v up to %v (x%g, %s jitter),\n",
-		p.MaxAttempts, p.InitialBackoff, p.MaxBackoff, p.Multiplier, p.Jitter)
-	fmt.Fprintf(w, "         PerAttemptTimeout %v, MaxPushback %v, IdempotencyHeader %q,\n",
-		p.PerAttemptTimeout, p.MaxPushback, p.IdempotencyHeader)
-	fmt.Fprintf(w, "         Methods %s\n", strings.Join(p.Methods, ", "))
-	fmt.Fprintf(w, "caller:  every call has a %v deadline\n", callerDeadline)
+	fmt.Fprintln(w, "policy, as Go source (every field the demo sets; the others keep their defaults):")
+	fmt.Fprintln(w)
+	for _, line := range strings.Split(policySource(p, demoHooks, true), "\n") {
+		fmt.Fprintf(w, "    %s\n", strings.ReplaceAll(line, "\t", "    "))
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "  onRetry is the demo's hook: it records each retry for the output below.")
+	fmt.Fprintln(w, "  Budget: retry.NoBudget lets every scenario retry as its script asks; the")
+	fmt.Fprintln(w, "  default budget (Budget: nil) is at work in the last section.")
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "caller: every call has a %v deadline\n", callerDeadline)
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Each attempt shows what the server's handler saw and answered (prev: the")
 	fmt.Fprintln(w, "grpc-previous-rpc-attempts header; key: the idempotency key, the same on")

@@ -46,5 +46,5 @@ func Example_slog() {
 	_, _ = client.Generate(context.Background(), &inferencev1.GenerateRequest{Prompt: "Hi"})
 	// Output:
 	// level=INFO msg="retrying call" grpc.component=client grpc.service=inference.v1.InferenceService grpc.method=Generate grpc.code=Unavailable grpc.error="rpc error: code = Unavailable desc = attempt 1 failed" grpc.retry.attempt=1 grpc.retry.class=transient grpc.retry.delay=1ms grpc.retry.pushback=false
-	// level=WARN msg="retry gave up" grpc.component=client grpc.service=inference.v1.InferenceService grpc.method=Generate grpc.code=Unavailable grpc.error="rpc error: code = Unavailable desc = attempt 2 failed (retry: 2 attempt(s), stopped: max attempts)" grpc.retry.attempts=2 grpc.retry.class=transient grpc.retry.reason="max attempts"
+	// level=WARN msg="retry gave up" grpc.component=client grpc.service=inference.v1.InferenceService grpc.method=Generate grpc.code=Unavailable grpc.error="rpc error: code = Unavailable desc = attempt 2 failed (retry: 2 attempt(s), stopped: max attempts)" grpc.retry.attempts=2 grpc.retry.class=transient grpc.retry.reason="max attempts" grpc.retry.suppressed=0
 }

@@ -11,9 +11,12 @@ import (
 // config: a token bucket of MaxTokens that starts full; every retryable
 // failure (and every pushback saying "do not retry") takes one token, every
 // successful call gives back TokenRatio, and retries are allowed only while
-// the bucket holds more than half of MaxTokens. Unlike a ratio budget it
-// stops all retries while failures exceed about TokenRatio/(1+TokenRatio) of
-// the calls (9% for A6's example of 10 tokens and 0.1).
+// the bucket holds more than half of MaxTokens. It charges first attempts
+// too, so it stops all retries while failures exceed about
+// TokenRatio/(1+TokenRatio) of the calls (9% for A6's example of 10 tokens
+// and 0.1): a replica lost with 300 calls in flight gets 4 of its 150
+// failures retried (see the README's budget tables), where CreditBudget
+// retries them all.
 type Throttle struct {
 	maxTokens, tokenRatio float64
 	err                   error

@@ -179,3 +179,139 @@ func ExampleParseOptions() {
 	// Output:
 	// Unavailable after 8 attempts
 }
+
+// Explain says which route applies to a method and what it does, or why
+// no route does (here a method of the service's next version, in another
+// package).
+func ExampleRoutes_Explain() {
+	routes := retry.Routes{
+		{Names: []string{"/inference.v1.InferenceService/"}, Policy: retry.Policy{MaxAttempts: 3}},
+		{Names: []string{"/inference.v1.InferenceService/CallTool"}, Policy: retry.Policy{MaxAttempts: 1}},
+	}
+	fmt.Println(routes.Explain("/inference.v1.InferenceService/Generate"))
+	fmt.Println(routes.Explain("/inference.v1.InferenceService/CallTool"))
+	fmt.Println(routes.Explain("/inference.v2.InferenceService/Generate"))
+	// Output:
+	// /inference.v1.InferenceService/Generate: Routes[0] applies (it names the method's service, and no route names the method): retried, up to 3 attempts, backoff 1s ×2 up to 10s
+	//   matched by Routes[0].Names[0] "/inference.v1.InferenceService/"
+	//   attempts: up to 3 in all, the first included
+	//   backoff: 1s, ×2 per retry, at most 10s; full jitter
+	//   retried: UNAVAILABLE, RESOURCE_EXHAUSTED (except a spent quota) and an attempt's DEADLINE_EXCEEDED, by the default Classify (codes.go); every other code is returned at once
+	//   timeout: none of the route's own (the caller's deadline, if any, bounds the call)
+	//   budget: the routes' shared default budget, one per RoutesDialOptions (or per interceptor), shared with Routes[1]
+	// /inference.v1.InferenceService/CallTool: Routes[1] applies (it names the method exactly): not retried
+	//   matched by Routes[1].Names[0] "/inference.v1.InferenceService/CallTool"
+	//   attempts: 1, never retried
+	//   timeout: none of the route's own (the caller's deadline, if any, bounds the call)
+	// /inference.v2.InferenceService/Generate: no route matches; calls pass through untouched (one attempt, no timeout, error unchanged)
+	//   hint: Routes[0].Names[0] names service inference.v1.InferenceService, in another package than inference.v2.InferenceService: a service name includes its package
+}
+
+// Validate names the route, the field and the rule an invalid route
+// breaks; RoutesUnary, RoutesStream and RoutesDialOptions panic with the
+// same error.
+func ExampleRoutes_Validate() {
+	for _, routes := range []retry.Routes{
+		{{Names: []string{"Generate"}, Policy: retry.Policy{MaxAttempts: 3}}},
+		{
+			{Names: []string{"/inference.v1.InferenceService/"}},
+			{Names: []string{"/inference.v1.InferenceService/Embed", "/inference.v1.InferenceService/"}},
+		},
+		{{Names: []string{""}, Policy: retry.Policy{Multiplier: 0.5}}},
+	} {
+		err := routes.Validate()
+		fmt.Println(err)
+		var re *retry.RouteError
+		var pe *retry.PolicyError
+		if errors.As(err, &re) && errors.As(err, &pe) {
+			fmt.Printf("  Routes[%d], policy field %s\n", re.Route, pe.Field)
+		}
+	}
+	// Output:
+	// retry: invalid Routes[0].Names[0] "Generate": must be "/package.Service/Method", "/package.Service/" or "" (the default route), with no "/" inside service or method, and no white space, control characters or invalid UTF-8
+	// retry: invalid Routes[1].Names[1] "/inference.v1.InferenceService/": duplicate name, also Routes[0].Names[0]: a name may appear in one route only
+	// retry: invalid Routes[0].Policy.Multiplier 0.5: must be at least 1 (0 means the default, 2)
+	//   Routes[0], policy field Multiplier
+}
+
+// RoutesUnary and RoutesStream are the two interceptors of
+// RoutesDialOptions, for a client that chains its interceptors by hand.
+// Built separately, each makes its own budget for the routes without one
+// (RoutesDialOptions makes one for both).
+func ExampleRoutesUnary() {
+	srv := &exampleServer{
+		generate: failFirst(1, codes.Unavailable, "Hello!"),
+		streamGenerate: func(stream grpc.ServerStreamingServer[inferencev1.StreamGenerateResponse], attempt int) error {
+			if attempt <= 2 {
+				return status.Error(codes.Unavailable, "model loading")
+			}
+			return sendTokens(stream, "Hel", "lo")
+		},
+	}
+	fast := retry.Policy{InitialBackoff: time.Millisecond, Jitter: retry.NoJitter, Budget: retry.NoBudget}
+	routes := retry.Routes{
+		{Names: []string{"/inference.v1.InferenceService/"}, Policy: fast},
+	}
+	client, stop := serve(srv,
+		grpc.WithChainUnaryInterceptor(retry.RoutesUnary(routes)),
+		grpc.WithChainStreamInterceptor(retry.RoutesStream(routes)),
+		grpc.WithDisableRetry(), // one retry layer, not two
+	)
+	defer stop()
+	ctx := context.Background()
+
+	resp, err := client.Generate(ctx, &inferencev1.GenerateRequest{Prompt: "Hi"})
+	fmt.Printf("Generate: %q %v after %d attempts\n", resp.GetText(), status.Code(err), srv.attempts(methodGenerate))
+
+	stream, err := client.StreamGenerate(ctx, &inferencev1.StreamGenerateRequest{Prompt: "Hi"})
+	if err != nil {
+		fmt.Println("error:", err)
+		return
+	}
+	var text string
+	for {
+		tok, err := stream.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			fmt.Println("error:", err)
+			return
+		}
+		text += tok.GetToken()
+	}
+	fmt.Printf("StreamGenerate: %q after %d attempts\n", text, srv.attempts(methodStreamGenerate))
+	// Output:
+	// Generate: "Hello!" OK after 2 attempts
+	// StreamGenerate: "Hello" after 3 attempts
+}
+
+// The routes of a service config are plain values: add what its JSON
+// cannot say (here a hook on every retry) before building the client.
+func ExampleServiceConfig_Routes() {
+	sc, err := retry.ParseServiceConfig([]byte(`{"methodConfig": [{
+		"name": [{"service": "inference.v1.InferenceService"}],
+		"retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.001s", "maxBackoff": "0.001s",
+			"backoffMultiplier": 1, "retryableStatusCodes": ["UNAVAILABLE"]}
+	}]}`))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	routes := sc.Routes() // new routes on every call: change them freely
+	for i := range routes {
+		routes[i].Policy.OnRetry = func(ev retry.RetryEvent) {
+			fmt.Printf("retrying %s after attempt %d: %v\n", ev.Method, ev.Attempt, ev.Code)
+		}
+	}
+	srv := &exampleServer{generate: failFirst(2, codes.Unavailable, "Hello!")}
+	client, stop := serve(srv, retry.RoutesDialOptions(routes)...)
+	defer stop()
+
+	resp, err := client.Generate(context.Background(), &inferencev1.GenerateRequest{Prompt: "Hi"})
+	fmt.Printf("Generate: %q %v\n", resp.GetText(), err)
+	// Output:
+	// retrying /inference.v1.InferenceService/Generate after attempt 1: Unavailable
+	// retrying /inference.v1.InferenceService/Generate after attempt 2: Unavailable
+	// Generate: "Hello!" <nil>
+}

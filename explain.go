@@ -43,7 +43,7 @@ func (r Routes) Explain(method string) string {
 	}
 	p := r[e.route].Policy
 	full := p.withDefaults()
-	fmt.Fprintf(&b, "%s: Routes[%d] applies (%s): %s", method, e.route, matchReason(e.kind), policySummary(full))
+	fmt.Fprintf(&b, "%s: Routes[%d] applies (%s): %s", method, e.route, matchReason(e.kind, "route"), policySummary(full))
 	line := func(format string, args ...any) { fmt.Fprintf(&b, "\n  "+format, args...) }
 	line("matched by %s", e.label)
 	switch {
@@ -95,7 +95,7 @@ func (c *ServiceConfig) Explain(method string) string {
 		return b.String()
 	}
 	r := c.routes[e.route]
-	fmt.Fprintf(&b, "%s: %s applies (%s): %s", method, r.path, matchReason(e.kind), c.summary(r))
+	fmt.Fprintf(&b, "%s: %s applies (%s): %s", method, r.path, matchReason(e.kind, "entry"), c.summary(r))
 	line := func(format string, args ...any) { fmt.Fprintf(&b, "\n  "+format, args...) }
 	line("matched by %s", e.label)
 	p := r.policy.withDefaults()
@@ -278,14 +278,16 @@ func routesBudget(r Routes, i int) string {
 	return s
 }
 
-func matchReason(k nameKind) string {
+// matchReason says why a name of kind k applies to a method; noun is what
+// holds the names: "route" or "entry" (of a service config).
+func matchReason(k nameKind, noun string) string {
 	switch k {
 	case nameMethod:
 		return "it names the method exactly"
 	case nameService:
-		return "it names the method's service, and no entry names the method"
+		return "it names the method's service, and no " + noun + " names the method"
 	}
-	return "the default entry: no entry names the method or its service"
+	return "the default " + noun + ": no " + noun + " names the method or its service"
 }
 
 // nameJSON renders a route name as the service config's name object.

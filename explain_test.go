@@ -188,7 +188,7 @@ func TestRoutesExplain(t *testing.T) {
 		want   []string
 	}{
 		{"/inference.v1.InferenceService/Generate", []string{
-			"/inference.v1.InferenceService/Generate: Routes[0] applies (it names the method's service, and no entry names the method): retried, up to 3 attempts, backoff 1s ×2 up to 10s, timeout 10s",
+			"/inference.v1.InferenceService/Generate: Routes[0] applies (it names the method's service, and no route names the method): retried, up to 3 attempts, backoff 1s ×2 up to 10s, timeout 10s",
 			`matched by Routes[0].Names[0] "/inference.v1.InferenceService/"`,
 			"backoff: 1s, ×2 per retry, at most 10s; full jitter",
 			"retried: UNAVAILABLE, RESOURCE_EXHAUSTED (except a spent quota) and an attempt's DEADLINE_EXCEEDED, by the default Classify",
@@ -206,7 +206,7 @@ func TestRoutesExplain(t *testing.T) {
 			"budget: the route's own *retry.Throttle, shared with Routes[3]",
 		}},
 		{"/search.v1.Ranker/Rank", []string{
-			"Rank: Routes[3] applies (it names the method's service, and no entry names the method): hedged, up to 4 attempts, one more attempt every 20ms",
+			"Rank: Routes[3] applies (it names the method's service, and no route names the method): hedged, up to 4 attempts, one more attempt every 20ms",
 		}},
 		{"/search.v2.Ranker/Rank", []string{
 			"/search.v2.Ranker/Rank: no route matches; calls pass through untouched",
@@ -226,6 +226,9 @@ func TestRoutesExplain(t *testing.T) {
 	}
 	if got := (Routes{{Names: []string{"/a.B/C"}, Policy: Policy{Budget: NoBudget}}}).Explain("/a.B/C"); !strings.Contains(got, "budget: none (NoBudget)") {
 		t.Errorf("NoBudget: %s", got)
+	}
+	if got := (Routes{{Names: []string{""}}}).Explain("/a.B/C"); !strings.Contains(got, "Routes[0] applies (the default route: no route names the method or its service)") {
+		t.Errorf("default route: %s", got)
 	}
 }
 

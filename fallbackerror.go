@@ -76,6 +76,8 @@ func (s StepError) Error() string {
 // errors.Is see through to that step's error, so a *Error of its retry
 // interceptor is found as usual.
 type FallbackError struct {
+	// Steps are the steps considered, in order: the primary first (Step
+	// 0), each with its error or why it was skipped.
 	Steps []StepError
 }
 

@@ -84,7 +84,7 @@ type throttleConfig struct {
 // usually shows why.
 type Note struct {
 	Path string // the JSON path, e.g. "methodConfig[1].retryPolicy.maxAttempts"
-	Text string
+	Text string // what was done and why, e.g. "10 clamped to 5, gRFC A6's client-side limit (...)"
 }
 
 // String returns "<Path>: <Text>".

@@ -322,63 +322,127 @@ func TestFailoverBreakerGroups(t *testing.T) {
 	}
 }
 
-// Hundreds of concurrent calls through a flapping primary, a breaker on
-// the real clock and a fallback: every call succeeds exactly once, and the
-// race detector sees the breaker's and the chain's shared state.
+// Hundreds of concurrent calls through a breaker as it goes through its
+// states, and a fallback: every call succeeds, with one answer, while the
+// race detector sees the breaker's and the chain's shared state change
+// under them. The breaker's clock stands still unless the test moves it, so
+// what each phase must do is exact: 100 calls during an outage open the
+// breaker once; 100 calls while it is open are all refused, and the
+// primary sees none; once the open period has passed, calls in two batches
+// of 50 probe the recovered primary (one probe at a time, the others
+// refused) until two probes have closed it; 100 more calls all go to the
+// primary.
 func TestFailoverConcurrent(t *testing.T) {
-	br, err := retry.NewBreaker(retry.BreakerConfig{MinCalls: 10, OpenFor: time.Millisecond, Window: 100 * time.Millisecond, Probes: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var n atomic.Int64
+	clk := retry.NewTestClock()
+	var tr transitions
+	br := testBreaker(t, clk, retry.BreakerConfig{ConsecutiveFailures: 5, OpenFor: time.Second, Jitter: -1, Probes: 2, OnStateChange: tr.add})
+	var down atomic.Bool
+	down.Store(true)
 	primary := &backend{
 		generate: func(context.Context, *inferencev1.GenerateRequest, int) (string, error) {
-			if n.Add(1)%3 != 0 {
-				return "", status.Error(codes.Unavailable, "flapping")
+			if down.Load() {
+				return "", status.Error(codes.Unavailable, "region down")
 			}
 			return "primary", nil
 		},
 		streamGenerate: func(_ *inferencev1.StreamGenerateRequest, s grpc.ServerStreamingServer[inferencev1.StreamGenerateResponse], _ int) error {
-			if n.Add(1)%3 != 0 {
-				return status.Error(codes.Unavailable, "flapping")
+			if down.Load() {
+				return status.Error(codes.Unavailable, "region down")
 			}
-			return sendTokens(s, "p")
+			return sendTokens(s, "primary")
 		},
 	}
-	secondary := &backend{generate: answer("secondary"), streamGenerate: streamTokens("s")}
+	secondary := &backend{generate: answer("secondary"), streamGenerate: streamTokens("secondary")}
 	policy := foPolicy
 	policy.MaxAttempts = 2
 	client := failoverClient(t, retry.FailoverConfig{Breaker: br, Fallbacks: []retry.Fallback{fallbackTo(t, "secondary", secondary)}}, primary, policy)
-	const calls = 400
-	var wg sync.WaitGroup
-	errs := make(chan error, calls)
-	for i := 0; i < calls; i++ {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			if i%4 == 0 {
-				stream, err := client.StreamGenerate(context.Background(), &inferencev1.StreamGenerateRequest{})
-				if err != nil {
-					errs <- err
+
+	// calls makes n concurrent calls, one in four a server stream, and
+	// returns how many each backend answered.
+	calls := func(n int) (fromPrimary, fromSecondary int) {
+		t.Helper()
+		var wg sync.WaitGroup
+		answers := make(chan string, n)
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if i%4 == 0 {
+					stream, err := client.StreamGenerate(context.Background(), &inferencev1.StreamGenerateRequest{})
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					toks, err := readTokens(stream)
+					if err != nil || len(toks) != 1 {
+						t.Errorf("stream: %v, %v; want one token", toks, err)
+						return
+					}
+					answers <- toks[0]
 					return
 				}
-				if toks, err := readTokens(stream); err != nil || len(toks) != 1 {
-					errs <- fmt.Errorf("stream: %v, %v", toks, err)
+				resp, err := client.Generate(context.Background(), hi)
+				if err != nil {
+					t.Error(err)
+					return
 				}
-				return
+				answers <- resp.GetText()
+			}()
+		}
+		wg.Wait()
+		close(answers)
+		for a := range answers {
+			switch a {
+			case "primary":
+				fromPrimary++
+			case "secondary":
+				fromSecondary++
+			default:
+				t.Errorf("answer %q", a)
 			}
-			if _, err := client.Generate(context.Background(), hi); err != nil {
-				errs <- err
-			}
-		}(i)
+		}
+		if fromPrimary+fromSecondary != n {
+			t.Fatalf("%d of %d calls answered", fromPrimary+fromSecondary, n)
+		}
+		return fromPrimary, fromSecondary
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
+	seen := func() int { return primary.count(methodGenerate) + primary.count(methodStreamGenerate) }
+	stats := func() retry.BreakerStats { return br.Stats()[0] }
+
+	// The outage: every call falls back, and the failures open the breaker.
+	if p, _ := calls(100); p != 0 {
+		t.Fatalf("outage: %d calls answered by the primary", p)
 	}
-	st := br.Stats()[0]
-	if st.Successes < 0 || st.Failures < 0 || st.State > retry.BreakerHalfOpen {
-		t.Fatalf("stats %+v", st)
+	if st := stats(); st.State != retry.BreakerOpen || st.Opened != 1 || st.Rejected != 0 {
+		t.Fatalf("after the outage: %+v, want open, opened once, nothing refused yet", st)
+	}
+
+	// Open: every call is refused, goes to the secondary, and the primary
+	// sees nothing.
+	before := seen()
+	if p, _ := calls(100); p != 0 {
+		t.Fatalf("open: %d calls answered by the primary", p)
+	}
+	if st := stats(); st.State != retry.BreakerOpen || st.Rejected != 100 || st.Probes != 0 || seen() != before {
+		t.Fatalf("while open: %+v, primary saw %d attempts; want 100 refused and none to the primary", st, seen()-before)
+	}
+
+	// Recovery: after the open period, probes one at a time; the first of
+	// each batch probes, so two batches close it.
+	down.Store(false)
+	clk.Advance(2 * time.Second)
+	calls(50)
+	calls(50)
+	if st := stats(); st.State != retry.BreakerClosed || st.Probes != 2 || st.Opened != 1 {
+		t.Fatalf("after recovery: %+v, want closed after 2 probes", st)
+	}
+
+	// Closed again: the primary answers every call.
+	before = seen()
+	if p, _ := calls(100); p != 100 || seen() != before+100 {
+		t.Fatalf("closed: the primary answered %d of 100 calls in %d attempts", p, seen()-before)
+	}
+	if got, want := tr.String(), "[closed→open open→half-open half-open→closed]"; got != want {
+		t.Errorf("transitions %s, want %s", got, want)
 	}
 }

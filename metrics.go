@@ -45,7 +45,7 @@ var (
 //	grpc.client.call.retries              histogram  {retry}              attempts − 1, once per retried call; never 0
 //	grpc.client.call.hedges               histogram  {hedge}              attempts − 1, once per hedged call that sent a hedge; never 0
 //	grpc.client.call.transparent_retries  histogram  {transparent_retry}  grpc-go's transparent retries, once per call; never 0 (DialOptions only)
-//	grpc.client.call.retry_delay          histogram  s                    CallReport.Delay, once per call that made more than one attempt or waited to
+//	grpc.client.call.retry_delay          histogram  s                    CallReport.Delay, once per call that made more than one attempt or waited to; may be 0
 //	retry.client.budget_stops             counter    {call}               +1 when a call fails because the budget refused a retry or hedge (StopBudget)
 //	retry.client.hedges.sent              counter    {hedge}              +1 when a hedge is sent
 //	retry.client.hedges.won               counter    {hedge}              +1 when a call ends with a hedge's answer
@@ -54,8 +54,11 @@ var (
 // The histograms carry gRFC A96's recommended bucket boundaries as advice
 // (a View overrides them): [1 2 3 4 5] for retries and hedges,
 // [1 2 3 4 5 10] for transparent retries, and gRFC A66's latency buckets
-// (0 to 100 s) for retry_delay. A call of one attempt that did not wait,
-// and was not transparently retried, records nothing.
+// (0 to 100 s) for retry_delay. As gRFC A96 says, the three counts never
+// report 0, while retry_delay does: a hedged call whose attempts
+// overlapped until one won had no time without an attempt in flight, and
+// records a retry_delay of 0. A call of one attempt that did not wait, and
+// was not transparently retried, records nothing (as in gRPC C++).
 //
 // Every instrument has two attributes, as gRPC's per-call metrics (gRFC
 // A66): grpc.method, the full method name without its leading slash

@@ -336,8 +336,9 @@ func TestMetricsBudgetStop(t *testing.T) {
 }
 
 // TestMetricsHedges: a hedged call records hedges, not retries: a slow
-// first attempt and a hedge that wins; a failed attempt replaced by a hedge
-// that wins; a hedge the budget denies while the first attempt goes on.
+// first attempt and a hedge that wins (a retry_delay of 0: the attempts
+// overlapped); a failed attempt replaced by a hedge that wins; a hedge the
+// budget denies while the first attempt goes on.
 func TestMetricsHedges(t *testing.T) {
 	t.Run("slow first attempt", func(t *testing.T) {
 		m := newMeter(t)
@@ -359,9 +360,12 @@ func TestMetricsHedges(t *testing.T) {
 		if err != nil || resp.GetText() != "hedge" {
 			t.Fatalf("Generate = %v, %v", resp, err)
 		}
+		// The first attempt ran until the hedge won: no time without an
+		// attempt in flight, and gRFC A96 reports that 0 (its "0 is not
+		// reported" is for the counts only).
 		checkPoints(t, m.collect(t), map[string][]point{
 			instHedges:     {{Method: generateLabel, Target: bufTarget, Count: 1, Sum: 1}},
-			instDelay:      {{Method: generateLabel, Target: bufTarget, Count: 1, Sum: -1}},
+			instDelay:      {{Method: generateLabel, Target: bufTarget, Count: 1, Sum: 0}},
 			instHedgesSent: {{Method: generateLabel, Target: bufTarget, Sum: 1}},
 			instHedgesWon:  {{Method: generateLabel, Target: bufTarget, Sum: 1}},
 		})

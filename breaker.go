@@ -171,6 +171,13 @@ type BreakerConfig struct {
 	// state, on the goroutine of the call that caused it, after the
 	// change; it must not block.
 	OnStateChange func(BreakerEvent)
+	// Metrics, if set, reports every circuit of the breaker through
+	// OpenTelemetry, from the counts of Stats: its state
+	// (retry.client.breaker.state), the times it opened, the calls it
+	// refused and the probes it let through, labelled with Name and the
+	// group (see Metrics). They are read when the metrics are collected:
+	// calls pay nothing for them. Default nil: not reported.
+	Metrics *Metrics
 
 	// Seams for tests: zero values mean the real clock and math/rand/v2.
 	clock clock
@@ -342,6 +349,9 @@ func NewBreaker(cfg BreakerConfig) (*Breaker, error) {
 	if c.Group == nil {
 		b.root = b.newCircuit("")
 	}
+	if c.Metrics != nil {
+		c.Metrics.addBreaker(b)
+	}
 	return b, nil
 }
 
@@ -399,16 +409,22 @@ func (b *Breaker) StateOf(group string) BreakerState {
 
 // Stats returns a snapshot of every circuit of the breaker, by group.
 func (b *Breaker) Stats() []BreakerStats {
-	if b.root != nil {
-		return []BreakerStats{b.root.stats()}
-	}
 	var out []BreakerStats
-	b.circuits.Range(func(_, v any) bool {
-		out = append(out, v.(*circuit).stats())
-		return true
-	})
+	b.eachCircuit(func(c *circuit) { out = append(out, c.stats()) })
 	sort.Slice(out, func(i, j int) bool { return out[i].Group < out[j].Group })
 	return out
+}
+
+// eachCircuit calls f with every circuit of the breaker.
+func (b *Breaker) eachCircuit(f func(*circuit)) {
+	if b.root != nil {
+		f(b.root)
+		return
+	}
+	b.circuits.Range(func(_, v any) bool {
+		f(v.(*circuit))
+		return true
+	})
 }
 
 // circuit is the breaker of one method group.

@@ -108,7 +108,9 @@
 // with its own retry policy, under the caller's one deadline; a Breaker
 // per backend skips a backend that is down (or, without a fallback, fails
 // fast with Unavailable), counting only infrastructure failures. A call
-// that fails at every step returns a *FallbackError.
+// that fails at every step returns a *FallbackError. FailoverConfig.Metrics
+// and BreakerConfig.Metrics export the fallbacks and the breakers' states
+// through the same Metrics as the policies.
 //
 // # Concurrency
 //

@@ -91,6 +91,11 @@ type FailoverConfig struct {
 	// concurrently for concurrent calls; it must not block. LogFallbacks
 	// makes one that logs.
 	OnFallback func(FallbackEvent)
+	// Metrics, if set, counts the same moves in the OpenTelemetry counter
+	// retry.client.fallbacks, by method, target, the steps left and tried,
+	// and the reason (see Metrics). A call that does not fall back costs
+	// nothing more. Default nil: not counted.
+	Metrics *Metrics
 
 	// Seam for tests: nil means the real clock.
 	clock clock
@@ -160,6 +165,7 @@ type Failover struct {
 	minTimeLeft    time.Duration
 	maxReplayBytes int
 	onFallback     func(FallbackEvent)
+	metrics        *Metrics
 	clock          clock
 }
 
@@ -186,6 +192,7 @@ func NewFailover(cfg FailoverConfig) (*Failover, error) {
 		minTimeLeft:    cfg.MinTimeLeft,
 		maxReplayBytes: cfg.MaxReplayBytes,
 		onFallback:     cfg.OnFallback,
+		metrics:        cfg.Metrics,
 		clock:          cfg.clock,
 	}
 	if f.minTimeLeft == 0 {
@@ -296,10 +303,12 @@ func (f *Failover) inScope(method string) bool {
 // failoverState is one call through a Failover, with its decision state.
 type failoverState struct {
 	call   interceptor.FailoverCall
-	next   int    // the next step to consider
-	cur    int    // the step in flight
-	permit permit // its breaker's leave, if it has a breaker
-	stop   bool   // no further step may be tried
+	cc     *grpc.ClientConn  // the primary's channel, with Metrics only
+	opts   []grpc.CallOption // the caller's call options, with Metrics only
+	next   int               // the next step to consider
+	cur    int               // the step in flight
+	permit permit            // its breaker's leave, if it has a breaker
+	stop   bool              // no further step may be tried
 	steps  []StepError
 	buf    [3]StepError
 }
@@ -315,13 +324,16 @@ var probeOpts = []grpc.CallOption{WithMaxAttempts(1)}
 type failoverDecider Failover
 
 // Begin starts a call.
-func (f *failoverDecider) Begin(_ context.Context, method, target string, stream bool) *interceptor.FailoverCall {
+func (f *failoverDecider) Begin(_ context.Context, method string, cc *grpc.ClientConn, opts []grpc.CallOption, stream bool) *interceptor.FailoverCall {
 	if !(*Failover)(f).inScope(method) {
 		return nil
 	}
 	s := failoverStates.Get().(*failoverState)
 	s.steps = s.buf[:0]
-	s.call = interceptor.FailoverCall{Method: method, Target: target, Stream: stream, State: s}
+	s.call = interceptor.FailoverCall{Method: method, Stream: stream, State: s}
+	if f.metrics != nil {
+		s.cc, s.opts = cc, opts // to label a fallback
+	}
 	return &s.call
 }
 
@@ -346,8 +358,14 @@ func (f *failoverDecider) Next(ctx context.Context, c *interceptor.FailoverCall)
 				continue
 			}
 		}
-		if i > 0 && f.onFallback != nil {
-			f.fallbackEvent(ctx, c.Method, s.steps[len(s.steps)-1], i)
+		if i > 0 {
+			if f.onFallback != nil {
+				f.fallbackEvent(ctx, c.Method, s.steps[len(s.steps)-1], i)
+			}
+			if f.metrics != nil {
+				from := &s.steps[len(s.steps)-1]
+				f.metrics.fallback(ctx, c.Method, s.cc, s.opts, from.Name, st.name, from.fallbackReason())
+			}
 		}
 		s.cur, s.permit = i, p
 		r := interceptor.Route{Conn: st.conn, Rewrite: st.rewrite}
@@ -377,6 +395,27 @@ func (f *failoverDecider) fallbackEvent(ctx context.Context, method string, from
 		ev.Class, ev.Reason = from.class, from.reason
 	}
 	f.onFallback(ev)
+}
+
+// fallbackReason is the retry.fallback.reason of a call that moves on
+// from the step s.
+func (s *StepError) fallbackReason() string {
+	if s.Skipped == SkipBreakerOpen {
+		return "breaker_open"
+	}
+	switch s.reason {
+	case StopMaxAttempts:
+		return "max_attempts"
+	case StopBudget:
+		return "budget"
+	case StopDeadline:
+		return "deadline"
+	case StopPushback:
+		return "pushback"
+	case StopPushbackTooLong:
+		return "pushback_too_long"
+	}
+	return "failed"
 }
 
 // final returns the call's error once no further step is tried: the only

@@ -84,7 +84,7 @@ func TestFailoverDecisionTable(t *testing.T) {
 			b, _ := newTestBreaker(t, BreakerConfig{MinCalls: 1, FailureRate: 1})
 			b.cfg.clock = clk
 			f := newTestFailover(t, FailoverConfig{Breaker: b, Fallbacks: []Fallback{{Conn: nopConn{}}}}, clk)
-			c := f.Begin(ctx, "/s/m", "", false)
+			c := f.Begin(ctx, "/s/m", nil, nil, false)
 			if c == nil {
 				t.Fatal("not in scope")
 			}
@@ -134,7 +134,7 @@ func TestFailoverNextSteps(t *testing.T) {
 	}, clk)
 	ctx := context.Background()
 	run := func() ([]interceptor.Route, error) {
-		c := f.Begin(ctx, "/s/m", "", false)
+		c := f.Begin(ctx, "/s/m", nil, nil, false)
 		defer f.Done(ctx, c, nil)
 		var routes []interceptor.Route
 		for {
@@ -179,7 +179,7 @@ func TestFailoverFinalErrorShapes(t *testing.T) {
 	b.cfg.clock = clk
 	f := newTestFailover(t, FailoverConfig{Breaker: b}, clk)
 	ctx := context.Background()
-	c := f.Begin(ctx, "/s/m", "", false)
+	c := f.Begin(ctx, "/s/m", nil, nil, false)
 	f.Next(ctx, c)
 	want := &Error{Err: status.Error(codes.Unavailable, "x"), Class: Transient, Reason: StopMaxAttempts}
 	f.Ended(ctx, c, want, false)
@@ -187,7 +187,7 @@ func TestFailoverFinalErrorShapes(t *testing.T) {
 		t.Fatalf("final %v, want the primary's error itself", err)
 	}
 	f.Done(ctx, c, want)
-	c = f.Begin(ctx, "/s/m", "", false)
+	c = f.Begin(ctx, "/s/m", nil, nil, false)
 	_, err := f.Next(ctx, c)
 	var be *BreakerOpenError
 	if !errors.As(err, &be) || status.Code(err) != codes.Unavailable {
@@ -206,7 +206,7 @@ func TestFailoverMinTimeLeft(t *testing.T) {
 		tried bool
 	}{{100 * time.Millisecond, true}, {99 * time.Millisecond, false}} {
 		ctx, cancel := context.WithDeadline(context.Background(), clk.Now().Add(time.Hour))
-		c := f.Begin(ctx, "/s/m", "", false)
+		c := f.Begin(ctx, "/s/m", nil, nil, false)
 		f.Next(ctx, c)
 		f.Ended(ctx, c, status.Error(codes.Unavailable, "x"), false)
 		clk.Advance(time.Hour - tc.left)
@@ -235,7 +235,7 @@ func TestBreakerOutcomeOverride(t *testing.T) {
 	b.cfg.clock = clk
 	f := newTestFailover(t, FailoverConfig{Breaker: b}, clk)
 	end := func(ctx context.Context, err error) {
-		c := f.Begin(ctx, "/s/m", "", false)
+		c := f.Begin(ctx, "/s/m", nil, nil, false)
 		f.Next(ctx, c)
 		f.Ended(ctx, c, err, false)
 		f.Done(ctx, c, err)
@@ -275,5 +275,26 @@ func TestFallbackErrorText(t *testing.T) {
 	half := &BreakerOpenError{Group: "gen", State: BreakerHalfOpen}
 	if half.Error() != `retry: circuit breaker for "gen" half-open, probes in flight` {
 		t.Fatal(half.Error())
+	}
+}
+
+// TestFallbackReason: the retry.fallback.reason of each way a step can end
+// and let the call move on.
+func TestFallbackReason(t *testing.T) {
+	for _, tc := range []struct {
+		step StepError
+		want string
+	}{
+		{StepError{Skipped: SkipBreakerOpen}, "breaker_open"},
+		{StepError{reason: StopMaxAttempts}, "max_attempts"},
+		{StepError{reason: StopBudget}, "budget"},
+		{StepError{reason: StopDeadline}, "deadline"},
+		{StepError{reason: StopPushback}, "pushback"},
+		{StepError{reason: StopPushbackTooLong}, "pushback_too_long"},
+		{StepError{class: Transient}, "failed"},
+	} {
+		if got := tc.step.fallbackReason(); got != tc.want {
+			t.Errorf("%+v: %q, want %q", tc.step, got, tc.want)
+		}
 	}
 }

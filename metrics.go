@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"weak"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
@@ -50,6 +51,11 @@ var (
 //	retry.client.hedges.sent              counter    {hedge}              +1 when a hedge is sent
 //	retry.client.hedges.won               counter    {hedge}              +1 when a call ends with a hedge's answer
 //	retry.client.hedges.denied            counter    {hedge}              +1 when the budget or the MaxExtraLoad guard refuses a hedge
+//	retry.client.fallbacks                counter    {fallback}           +1 when a call moves to a fallback (FailoverConfig.Metrics)
+//	retry.client.breaker.state            gauge      1                    1 for each circuit's state, 0 for its other states (BreakerConfig.Metrics)
+//	retry.client.breaker.opens            counter    {open}               times each circuit opened
+//	retry.client.breaker.rejected         counter    {call}               calls each circuit refused (open, or half-open with a probe in flight)
+//	retry.client.breaker.probes           counter    {call}               probe calls each circuit let through while half-open
 //
 // The histograms carry gRFC A96's recommended bucket boundaries as advice
 // (a View overrides them): [1 2 3 4 5] for retries and hedges,
@@ -80,9 +86,31 @@ var (
 // RoutesUnary and RoutesStream) the instrument records nothing.
 //
 // Calls that a policy leaves alone (Policy.Methods, Disable, a method no
-// route matches) are not measured, as they do not reach Policy.OnCall. A
-// Metrics is safe for concurrent use and may be shared by any number of
-// policies and clients; the zero Metrics records nothing.
+// route matches) are not measured, as they do not reach Policy.OnCall.
+//
+// Failover and Breaker report through a Metrics too, when it is set as
+// FailoverConfig.Metrics and BreakerConfig.Metrics. retry.client.fallbacks
+// counts each move of a call to a fallback that is tried (when
+// FailoverConfig.OnFallback would be called), with grpc.method and
+// grpc.target as above (the target of the primary's channel) and
+// retry.fallback.from and retry.fallback.to, the names of the steps left
+// and tried, and retry.fallback.reason, why the step left ended:
+// "breaker_open" (it was skipped), "max_attempts", "budget", "deadline"
+// (the caller's deadline was too close for another attempt, or the step's
+// own Policy.Timeout ran out), "pushback", "pushback_too_long" (its
+// StopReason), or "failed" (a retryable failure of a step whose connection
+// does not retry). The breaker instruments are observed when the metrics
+// are collected, from the counts the breaker keeps anyway (see
+// Breaker.Stats), one series per circuit with the attributes
+// retry.breaker.name (BreakerConfig.Name) and retry.breaker.group (the
+// method group, "" without BreakerConfig.Group); the state gauge adds
+// retry.breaker.state ("closed", "open", "half-open"). A breaker is
+// reported until it is garbage-collected; give the breakers of one Metrics
+// distinct names. Neither adds any work to a call that does not fall back.
+//
+// A Metrics is safe for concurrent use and may be shared by any number of
+// policies, clients, Failovers and Breakers; the zero Metrics records
+// nothing.
 type Metrics struct {
 	// transparent: count grpc-go's transparent retries (CountTransparentRetries).
 	transparent bool
@@ -96,6 +124,8 @@ type Metrics struct {
 type recorder interface {
 	callEnded(ctx context.Context, call *interceptor.Call, r CallReport, failed bool)
 	hedge(ctx context.Context, call *interceptor.Call, k HedgeKind)
+	fallback(ctx context.Context, method string, cc *grpc.ClientConn, opts []grpc.CallOption, from, to, reason string)
+	addBreaker(b *Breaker)
 }
 
 // instruments are the instruments of Metrics and the attribute sets made
@@ -109,8 +139,18 @@ type instruments struct {
 	hedgesSent   metric.Int64Counter
 	hedgesWon    metric.Int64Counter
 	hedgesDenied metric.Int64Counter
+	fallbacks    metric.Int64Counter
 
-	sets sync.Map // labelKey → *labelSet
+	breakerState    metric.Int64ObservableGauge
+	breakerOpens    metric.Int64ObservableCounter
+	breakerRejected metric.Int64ObservableCounter
+	breakerProbes   metric.Int64ObservableCounter
+
+	sets         sync.Map // labelKey → *labelSet
+	fallbackSets sync.Map // fallbackLabels → []metric.AddOption
+
+	mu       sync.Mutex
+	breakers []weak.Pointer[Breaker] // the breakers to observe, until collected
 }
 
 // NewMetrics creates the instruments of Metrics with mp's meter named
@@ -122,7 +162,7 @@ func NewMetrics(mp metric.MeterProvider, opts ...MetricsOption) (*Metrics, error
 	}
 	meter := mp.Meter(meterName)
 	m := new(instruments)
-	var errs [8]error
+	var errs [14]error
 	m.retries, errs[0] = meter.Int64Histogram("grpc.client.call.retries",
 		metric.WithUnit("{retry}"),
 		metric.WithDescription("Number of retries during the client call. If there were no retries, 0 is not reported."),
@@ -151,6 +191,24 @@ func NewMetrics(mp metric.MeterProvider, opts ...MetricsOption) (*Metrics, error
 	m.hedgesDenied, errs[7] = meter.Int64Counter("retry.client.hedges.denied",
 		metric.WithUnit("{hedge}"),
 		metric.WithDescription("Number of hedges that were due but refused by the retry budget or the hedge load guard; the attempts in flight went on."))
+	m.fallbacks, errs[8] = meter.Int64Counter("retry.client.fallbacks",
+		metric.WithUnit("{fallback}"),
+		metric.WithDescription("Number of times a call moved to a fallback of its failover chain."))
+	m.breakerState, errs[9] = meter.Int64ObservableGauge("retry.client.breaker.state",
+		metric.WithUnit("1"),
+		metric.WithDescription("State of a circuit breaker: 1 for the state it is in, 0 for the others."))
+	m.breakerOpens, errs[10] = meter.Int64ObservableCounter("retry.client.breaker.opens",
+		metric.WithUnit("{open}"),
+		metric.WithDescription("Number of times a circuit breaker opened."))
+	m.breakerRejected, errs[11] = meter.Int64ObservableCounter("retry.client.breaker.rejected",
+		metric.WithUnit("{call}"),
+		metric.WithDescription("Number of calls a circuit breaker refused while open or half-open."))
+	m.breakerProbes, errs[12] = meter.Int64ObservableCounter("retry.client.breaker.probes",
+		metric.WithUnit("{call}"),
+		metric.WithDescription("Number of probe calls a half-open circuit breaker let through."))
+	if errors.Join(errs[9:13]...) == nil {
+		_, errs[13] = meter.RegisterCallback(m.observeBreakers, m.breakerState, m.breakerOpens, m.breakerRejected, m.breakerProbes)
+	}
 	if err := errors.Join(errs[:]...); err != nil {
 		return nil, fmt.Errorf("retry: NewMetrics: %w", err)
 	}
@@ -225,6 +283,21 @@ func (m *Metrics) hedge(ctx context.Context, call *interceptor.Call, k HedgeKind
 	}
 }
 
+// fallback counts a call of method, made on cc with opts, moving from step
+// from to step to, for reason.
+func (m *Metrics) fallback(ctx context.Context, method string, cc *grpc.ClientConn, opts []grpc.CallOption, from, to, reason string) {
+	if m.rec != nil {
+		m.rec.fallback(ctx, method, cc, opts, from, to, reason)
+	}
+}
+
+// addBreaker reports b's circuits from now on, until b is collected.
+func (m *Metrics) addBreaker(b *Breaker) {
+	if m.rec != nil {
+		m.rec.addBreaker(b)
+	}
+}
+
 func (m *instruments) callEnded(ctx context.Context, call *interceptor.Call, r CallReport, failed bool) {
 	var transparent int64
 	if cc, ok := ctx.Value(callCountersKey{}).(*callCounters); ok {
@@ -267,6 +340,86 @@ func (m *instruments) hedge(ctx context.Context, call *interceptor.Call, k Hedge
 		return
 	}
 	c.Add(ctx, 1, m.labels(call).add...)
+}
+
+// fallbackLabels identifies the attribute set of a fallback.
+type fallbackLabels struct{ method, target, from, to, reason string }
+
+func (m *instruments) fallback(ctx context.Context, method string, cc *grpc.ClientConn, opts []grpc.CallOption, from, to, reason string) {
+	k := fallbackLabels{method: "other", from: from, to: to, reason: reason}
+	if cc != nil {
+		k.target = cc.CanonicalTarget()
+	}
+	if interceptor.HasStaticMethod(opts) {
+		k.method = strings.TrimPrefix(method, "/")
+	}
+	set, ok := m.fallbackSets.Load(k)
+	if !ok {
+		set, _ = m.fallbackSets.LoadOrStore(k, []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(
+			attribute.String("grpc.method", k.method),
+			attribute.String("grpc.target", k.target),
+			attribute.String("retry.fallback.from", k.from),
+			attribute.String("retry.fallback.to", k.to),
+			attribute.String("retry.fallback.reason", k.reason),
+		))})
+	}
+	m.fallbacks.Add(ctx, 1, set.([]metric.AddOption)...)
+}
+
+func (m *instruments) addBreaker(b *Breaker) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.breakers) == cap(m.breakers) {
+		m.pruneBreakers() // bounded without collections too (a reader that never reads)
+	}
+	m.breakers = append(m.breakers, weak.Make(b))
+}
+
+// pruneBreakers forgets the breakers that were collected, and returns the
+// others. m.mu must be held.
+func (m *instruments) pruneBreakers() []*Breaker {
+	var live []*Breaker
+	kept := m.breakers[:0]
+	for _, w := range m.breakers {
+		if b := w.Value(); b != nil {
+			live = append(live, b)
+			kept = append(kept, w)
+		}
+	}
+	clear(m.breakers[len(kept):])
+	m.breakers = kept
+	return live
+}
+
+// breakerStates are the values of the retry.breaker.state attribute.
+var breakerStates = [...]BreakerState{BreakerClosed, BreakerOpen, BreakerHalfOpen}
+
+// observeBreakers observes the circuits of the breakers still in use, and
+// forgets the others.
+func (m *instruments) observeBreakers(_ context.Context, o metric.Observer) error {
+	m.mu.Lock()
+	live := m.pruneBreakers()
+	m.mu.Unlock()
+	for _, b := range live {
+		b.eachCircuit(func(c *circuit) {
+			name := attribute.String("retry.breaker.name", b.cfg.Name)
+			group := attribute.String("retry.breaker.group", c.group)
+			set := metric.WithAttributeSet(attribute.NewSet(name, group))
+			o.ObserveInt64(m.breakerOpens, int64(c.opened.Load()), set)
+			o.ObserveInt64(m.breakerRejected, int64(c.rejected.Load()), set)
+			o.ObserveInt64(m.breakerProbes, int64(c.probes.Load()), set)
+			state := stateOf(c.sg.Load())
+			for _, s := range breakerStates {
+				var v int64
+				if s == state {
+					v = 1
+				}
+				o.ObserveInt64(m.breakerState, v, metric.WithAttributeSet(attribute.NewSet(
+					name, group, attribute.String("retry.breaker.state", s.String()))))
+			}
+		})
+	}
+	return nil
 }
 
 // callCounters is the context of a call made through DialOptions' interceptors

@@ -29,13 +29,16 @@ type Route struct {
 type FailoverCall struct {
 	// Method is the full method name, "/package.Service/Method".
 	Method string
-	// Target is the target of the channel the interceptor is on, if known.
-	Target string
 	// Stream reports a streaming call.
 	Stream bool
 	// State belongs to the decider.
 	State any
 }
+
+// HasStaticMethod reports whether opts hold grpc.StaticMethod (generated
+// code adds it): the call's method is one the client was built with, a
+// safe metric label (gRFC A66).
+func HasStaticMethod(opts []grpc.CallOption) bool { return hasStaticMethod(opts) }
 
 // FailoverDecider decides, for FailoverUnary and FailoverStream, which steps
 // of a fallback chain a call tries. The interceptors only carry the
@@ -47,11 +50,12 @@ type FailoverCall struct {
 // after a failure; Responded at a stream's first response message; Done
 // once at the end. Implementations must be safe for concurrent calls.
 type FailoverDecider interface {
-	// Begin is called once per call, with the channel's target ("" if
-	// unknown) and whether the call is a stream. It returns the call, or
-	// nil to let it through untouched: the interceptor then calls the rest
-	// of its chain once and nothing else is asked.
-	Begin(ctx context.Context, method, target string, stream bool) *FailoverCall
+	// Begin is called once per call, with the channel the interceptor is
+	// on (nil if unknown), the caller's call options, which it must not
+	// modify, and whether the call is a stream. It returns the call, or nil
+	// to let it through untouched: the interceptor then calls the rest of
+	// its chain once and nothing else is asked.
+	Begin(ctx context.Context, method string, cc *grpc.ClientConn, opts []grpc.CallOption, stream bool) *FailoverCall
 	// Next returns the route of the call's next step, or a non-nil error
 	// when there is none: the call then ends with that error.
 	Next(ctx context.Context, c *FailoverCall) (Route, error)
@@ -80,11 +84,7 @@ type FailoverDecider interface {
 // goes to every step.
 func FailoverUnary(d FailoverDecider) grpc.UnaryClientInterceptor {
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-		var target string
-		if cc != nil {
-			target = cc.Target()
-		}
-		c := d.Begin(ctx, method, target, false)
+		c := d.Begin(ctx, method, cc, opts, false)
 		if c == nil {
 			return invoker(ctx, method, req, reply, cc, opts...)
 		}

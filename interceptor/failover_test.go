@@ -30,11 +30,11 @@ type chainDecider struct {
 	done      []error
 }
 
-func (d *chainDecider) Begin(ctx context.Context, method, target string, stream bool) *FailoverCall {
+func (d *chainDecider) Begin(ctx context.Context, method string, _ *grpc.ClientConn, _ []grpc.CallOption, stream bool) *FailoverCall {
 	if d.skip {
 		return nil
 	}
-	return &FailoverCall{Method: method, Target: target, Stream: stream}
+	return &FailoverCall{Method: method, Stream: stream}
 }
 
 func (d *chainDecider) Next(ctx context.Context, c *FailoverCall) (Route, error) {

@@ -37,11 +37,7 @@ import (
 // until RecvMsg returns an error, or cancel the context.
 func FailoverStream(d FailoverDecider, maxReplayBytes int) grpc.StreamClientInterceptor {
 	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-		var target string
-		if cc != nil {
-			target = cc.Target()
-		}
-		c := d.Begin(ctx, method, target, true)
+		c := d.Begin(ctx, method, cc, opts, true)
 		if c == nil {
 			return streamer(ctx, desc, cc, method, opts...)
 		}

@@ -153,7 +153,7 @@ func (cl *client) start() {
 		cl.runStep(c, true, nil, c.finish)
 		return
 	}
-	if c.fc = cl.failover.Begin(c.ctx, method, "", false); c.fc == nil {
+	if c.fc = cl.failover.Begin(c.ctx, method, nil, nil, false); c.fc == nil {
 		panic("retry-failover: the Failover does not take the simulated method")
 	}
 	c.next()

@@ -233,11 +233,13 @@ type BreakerStats struct {
 // A Breaker guards the steps of a Failover (FailoverConfig.Breaker,
 // Fallback.Breaker). It is safe for concurrent use, and can be shared by
 // the Failovers of several connections to one backend. A healthy call
-// costs it one clock reading and a few atomic operations, without a lock
-// or an allocation: a state load, a compare-and-swap on a counter striped
-// over cache lines, a load of the run of failures. Refusals while open
-// take no lock either; locks are taken to change the state and by the
-// half-open state's probes.
+// costs it one clock reading (when the call ends, to count it in the
+// window; with SlowCall, one more when it starts) and a few atomic
+// operations, without a lock or an allocation: two loads of the state, a
+// compare-and-swap on a counter striped over cache lines and a load of the
+// run of failures. Refusals while open read the clock once and take no
+// lock either; locks are taken to change the state and by the half-open
+// state's probes.
 type Breaker struct {
 	cfg      BreakerConfig // defaults applied
 	root     *circuit      // the circuit when cfg.Group is nil

@@ -292,6 +292,9 @@ func durationHint(s string) string {
 	if d < 0 {
 		return ""
 	}
+	if d == 0 && strings.ContainsAny(s, "123456789") {
+		return " (gRPC counts whole nanoseconds: the shortest duration is \"0.000000001s\")"
+	}
 	return " (write " + strconv.Quote(jsonSeconds(d)) + ")"
 }
 

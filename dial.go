@@ -10,7 +10,7 @@ import (
 // client, in one line:
 //
 //	conn, err := grpc.NewClient(target, append(retry.DialOptions(policy),
-//		grpc.WithTransportCredentials(creds))...)
+//		grpc.WithTransportCredentials(creds))...) // creds: your credentials.TransportCredentials
 //
 // They are, in this order:
 //

@@ -266,9 +266,10 @@ func (f *Failover) StreamInterceptor() grpc.StreamClientInterceptor {
 //		Fallbacks: []retry.Fallback{{Name: "eu-west", Conn: euWest}},
 //	})
 //	conn, err := grpc.NewClient(usEast, append(append(fo.DialOptions(),
-//		retry.DialOptions(policy)...), creds)...)
+//		retry.DialOptions(policy)...), grpc.WithTransportCredentials(creds))...)
 //
-// (RoutesDialOptions in place of DialOptions works the same.) gRPC runs
+// (creds: your credentials.TransportCredentials; RoutesDialOptions in
+// place of DialOptions works the same.) gRPC runs
 // chained interceptors in the order their options come, the first
 // outermost (and an interceptor set with grpc.WithUnaryInterceptor before
 // all of them), so the Failover then sits outside the retry interceptors:

@@ -3,6 +3,7 @@ package retry
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -296,5 +297,80 @@ func TestFallbackReason(t *testing.T) {
 		if got := tc.step.fallbackReason(); got != tc.want {
 			t.Errorf("%+v: %q, want %q", tc.step, got, tc.want)
 		}
+	}
+}
+
+// countingClock is a fakeClock that counts its readings.
+type countingClock struct {
+	*fakeClock
+	reads atomic.Int64
+}
+
+func (c *countingClock) Now() time.Time {
+	c.reads.Add(1)
+	return c.fakeClock.Now()
+}
+
+// TestClockReadings: what a call reads of the clock, as the docs say. A
+// healthy call through a Failover without a breaker reads none; a closed
+// breaker reads one when the call ends (to count it in its window), two
+// with SlowCall (its start too); a refusal while open reads one.
+func TestClockReadings(t *testing.T) {
+	call := func(f *failoverDecider, err error) {
+		ctx := context.Background()
+		c := f.Begin(ctx, "/s/m", nil, nil, false)
+		if _, e := f.Next(ctx, c); e != nil {
+			t.Fatal(e)
+		}
+		f.Ended(ctx, c, err, false)
+		f.Done(ctx, c, err)
+	}
+	for _, tc := range []struct {
+		name          string
+		breaker       bool
+		slowCall      time.Duration
+		err           error
+		breakerReads  int64
+		failoverReads int64
+	}{
+		{"no breaker", false, 0, nil, 0, 0},
+		{"closed breaker", true, 0, nil, 1, 0},
+		{"closed breaker, SlowCall", true, time.Second, nil, 2, 0},
+		{"closed breaker, a failure", true, 0, status.Error(codes.Unavailable, "down"), 1, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bclk, fclk := &countingClock{fakeClock: newFakeClock()}, &countingClock{fakeClock: newFakeClock()}
+			var b *Breaker
+			if tc.breaker {
+				var err error
+				if b, err = NewBreaker(BreakerConfig{SlowCall: tc.slowCall, clock: bclk}); err != nil {
+					t.Fatal(err)
+				}
+				bclk.reads.Store(0) // NewBreaker reads it once, for the window's origin
+			}
+			f := newTestFailover(t, FailoverConfig{Breaker: b}, fclk)
+			call(f, tc.err)
+			if got := bclk.reads.Load(); got != tc.breakerReads {
+				t.Errorf("breaker's clock read %d times, want %d", got, tc.breakerReads)
+			}
+			if got := fclk.reads.Load(); got != tc.failoverReads {
+				t.Errorf("Failover's clock read %d times, want %d", got, tc.failoverReads)
+			}
+		})
+	}
+	// A refusal while open.
+	bclk := &countingClock{fakeClock: newFakeClock()}
+	b, err := NewBreaker(BreakerConfig{ConsecutiveFailures: 1, clock: bclk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := b.allow("/s/m")
+	p.done(BreakerFailure, 0)
+	bclk.reads.Store(0)
+	if _, err := b.allow("/s/m"); err == nil {
+		t.Fatal("an open breaker let a call through")
+	}
+	if got := bclk.reads.Load(); got != 1 {
+		t.Errorf("a refusal read the clock %d times, want 1", got)
 	}
 }

@@ -46,7 +46,8 @@ type Route struct {
 //		{Names: []string{"/inference.v1.InferenceService/"}, Policy: retry.Policy{MaxAttempts: 3}},
 //		{Names: []string{"/inference.v1.InferenceService/CallTool"}, Policy: retry.Policy{MaxAttempts: 1}},
 //	}
-//	conn, err := grpc.NewClient(target, append(retry.RoutesDialOptions(routes), creds)...)
+//	conn, err := grpc.NewClient(target, append(retry.RoutesDialOptions(routes),
+//		grpc.WithTransportCredentials(creds))...) // creds: your credentials.TransportCredentials
 //
 // A call's method chooses its route as gRPC chooses a method config: the
 // route that names the method exactly, else the route that names its
@@ -125,7 +126,7 @@ func RoutesStream(r Routes) grpc.StreamClientInterceptor {
 // not retry inside ours:
 //
 //	conn, err := grpc.NewClient(target, append(retry.RoutesDialOptions(routes),
-//		grpc.WithTransportCredentials(creds))...)
+//		grpc.WithTransportCredentials(creds))...) // creds: your credentials.TransportCredentials
 //
 // If a route's policy has Metrics, it also adds the stats handler that
 // counts grpc-go's transparent retries, as DialOptions does.

@@ -308,7 +308,7 @@ func (p *configParser) ignored(key, path string, known, quiet []string) {
 	}
 	squash := strings.ReplaceAll(key, "_", "")
 	for _, k := range known {
-		if strings.EqualFold(squash, k) {
+		if strings.EqualFold(squash, k) || nearName(strings.ToLower(squash), strings.ToLower(k)) {
 			p.note(path, "unknown field, ignored as gRPC ignores it: the field is spelled %q", k)
 			return
 		}

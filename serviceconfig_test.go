@@ -308,6 +308,7 @@ func TestServiceConfigNotes(t *testing.T) {
 			"maxResponseMessageBytes": 2048,
 			"retry_policy": {},
 			"retryPolicies": {},
+			"retryPolcy": {},
 			"retryPolicy": {"maxAttempts": 3, "initialBackoff": "2s", "maxBackoff": "1s", "backoffMultiplier": 2, "retryableStatusCodes": ["OK", "UNAVAILABLE"]}
 		}],
 		"extra": 1
@@ -317,6 +318,7 @@ func TestServiceConfigNotes(t *testing.T) {
 		`methodConfig[0].name[0].Service: read as "service"`,
 		`methodConfig[0].retry_policy: unknown field, ignored as gRPC ignores it: the field is spelled "retryPolicy"`,
 		`methodConfig[0].retryPolicies: unknown field, ignored`,
+		`methodConfig[0].retryPolcy: unknown field, ignored as gRPC ignores it: the field is spelled "retryPolicy"`,
 		`methodConfig[0].retryPolicy.initialBackoff: 2s is above maxBackoff 1s: every backoff is 1s`,
 		`methodConfig[0].retryPolicy.retryableStatusCodes[0]: OK is not a failure`,
 		`methodConfig[0].waitForReady: not applied by this package`,
@@ -399,6 +401,7 @@ func TestServiceConfigErrors(t *testing.T) {
 		{rp(`"maxAttempts": 3, "initialBackoff": "0s", "maxBackoff": "2s", "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]`), "methodConfig[1].retryPolicy.initialBackoff", "must be greater than 0"},
 		{rp(`"maxAttempts": 3, "initialBackoff": "-1s", "maxBackoff": "2s", "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]`), "methodConfig[1].retryPolicy.initialBackoff", "must be greater than 0"},
 		{rp(`"maxAttempts": 3, "initialBackoff": "100ms", "maxBackoff": "2s", "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]`), "methodConfig[1].retryPolicy.initialBackoff", `(write "0.1s")`},
+		{rp(`"maxAttempts": 3, "initialBackoff": "0.0000000001s", "maxBackoff": "2s", "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]`), "methodConfig[1].retryPolicy.initialBackoff", `whole nanoseconds: the shortest duration is "0.000000001s")`},
 		{rp(`"maxAttempts": 3, "initialBackoff": 1, "maxBackoff": "2s", "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]`), "methodConfig[1].retryPolicy.initialBackoff", `a duration is a JSON string: "1s"`},
 		{rp(`"maxAttempts": 3, "initialBackoff": "1s", "maxBackoff": "2", "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]`), "methodConfig[1].retryPolicy.maxBackoff", `suffix "s": "2s"`},
 		{rp(`"maxAttempts": 3, "initialBackoff": "1s", "maxBackoff": "2s", "retryableStatusCodes": ["UNAVAILABLE"]`), "methodConfig[1].retryPolicy.backoffMultiplier", "required"},

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -146,4 +149,92 @@ func ExampleFallbackError() {
 	// step 0 (east): Unavailable
 	// step 1 (west): ResourceExhausted
 	// code ResourceExhausted; last step: 2 attempts, max attempts
+}
+
+// FailoverConfig.Metrics and BreakerConfig.Metrics export what the
+// Failover and its breaker do through OpenTelemetry: here an in-memory SDK
+// reads back the fallbacks and the breaker's state after three calls while
+// us-east is down (the breaker opens after two failures in a row, and the
+// third call skips us-east).
+func ExampleFailoverConfig_metrics() {
+	reader := sdkmetric.NewManualReader()
+	metrics, err := retry.NewMetrics(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	usEast := &backend{generate: always(codes.Unavailable)} // the region is down
+	euWest := &backend{generate: answer("Hello from eu-west")}
+	policy := retry.Policy{MaxAttempts: 2, InitialBackoff: time.Millisecond, Jitter: retry.NoJitter, Budget: retry.NoBudget}
+
+	euConn, stopEU := serveBackend(euWest, retry.DialOptions(policy)...)
+	defer stopEU()
+	breaker, err := retry.NewBreaker(retry.BreakerConfig{Name: "us-east", ConsecutiveFailures: 2, Metrics: metrics})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fo, err := retry.NewFailover(retry.FailoverConfig{
+		Name:      "us-east",
+		Breaker:   breaker,
+		Fallbacks: []retry.Fallback{{Name: "eu-west", Conn: euConn}},
+		Metrics:   metrics,
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	usConn, stopUS := serveBackend(usEast, append(fo.DialOptions(), retry.DialOptions(policy)...)...)
+	defer stopUS()
+	client := inferencev1.NewInferenceServiceClient(usConn)
+	for range 3 {
+		if _, err := client.Generate(context.Background(), &inferencev1.GenerateRequest{Prompt: "Hi"}); err != nil {
+			fmt.Println(err)
+		}
+	}
+
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		fmt.Println(err)
+		return
+	}
+	var lines []string
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			var points []metricdata.DataPoint[int64]
+			switch d := m.Data.(type) {
+			case metricdata.Sum[int64]:
+				points = d.DataPoints
+			case metricdata.Gauge[int64]:
+				points = d.DataPoints
+			}
+			for _, p := range points {
+				if v, ok := p.Attributes.Value("retry.breaker.state"); ok && p.Value == 0 {
+					continue // the states the breaker is not in
+				} else if ok {
+					name, _ := p.Attributes.Value("retry.breaker.name")
+					lines = append(lines, fmt.Sprintf("%s %s: %s", m.Name, name.AsString(), v.AsString()))
+					continue
+				}
+				var labels []string
+				for _, kv := range p.Attributes.ToSlice() {
+					if kv.Key != "grpc.target" {
+						labels = append(labels, string(kv.Key)+"="+kv.Value.AsString())
+					}
+				}
+				lines = append(lines, fmt.Sprintf("%s %v: %d", m.Name, labels, p.Value))
+			}
+		}
+	}
+	slices.Sort(lines)
+	for _, l := range lines {
+		fmt.Println(l)
+	}
+	// Output:
+	// retry.client.breaker.opens [retry.breaker.group= retry.breaker.name=us-east]: 1
+	// retry.client.breaker.probes [retry.breaker.group= retry.breaker.name=us-east]: 0
+	// retry.client.breaker.rejected [retry.breaker.group= retry.breaker.name=us-east]: 1
+	// retry.client.breaker.state us-east: open
+	// retry.client.fallbacks [grpc.method=inference.v1.InferenceService/Generate retry.fallback.from=us-east retry.fallback.reason=breaker_open retry.fallback.to=eu-west]: 1
+	// retry.client.fallbacks [grpc.method=inference.v1.InferenceService/Generate retry.fallback.from=us-east retry.fallback.reason=max_attempts retry.fallback.to=eu-west]: 2
 }

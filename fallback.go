@@ -93,8 +93,8 @@ type FailoverConfig struct {
 	OnFallback func(FallbackEvent)
 	// Metrics, if set, counts the same moves in the OpenTelemetry counter
 	// retry.client.fallbacks, by method, target, the steps left and tried,
-	// and the reason (see Metrics). A call that does not fall back costs
-	// nothing more. Default nil: not counted.
+	// and the reason (see Metrics). A call that does not fall back records
+	// nothing and allocates nothing for it. Default nil: not counted.
 	Metrics *Metrics
 
 	// Seam for tests: nil means the real clock.

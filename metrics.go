@@ -39,8 +39,10 @@ var (
 // Metrics records what retrying and hedging do, per call, through an
 // OpenTelemetry MeterProvider: the per-call retry instruments of gRFC A96,
 // with gRPC's own names (grpc-go v1.85 does not emit them), and counters
-// of budget stops and hedges of this package's own. Make one with
-// NewMetrics and set it as Policy.Metrics.
+// of budget stops and hedges of this package's own; and, set on a Failover
+// and a Breaker, their fallbacks and states. Make one with NewMetrics and
+// set it as Policy.Metrics (and FailoverConfig.Metrics,
+// BreakerConfig.Metrics).
 //
 //	name                                  type       unit                 recorded
 //	grpc.client.call.retries              histogram  {retry}              attempts − 1, once per retried call; never 0
@@ -66,8 +68,9 @@ var (
 // records a retry_delay of 0. A call of one attempt that did not wait, and
 // was not transparently retried, records nothing (as in gRPC C++).
 //
-// Every instrument has two attributes, as gRPC's per-call metrics (gRFC
-// A66): grpc.method, the full method name without its leading slash
+// The per-call instruments (the first eight) have two attributes, as
+// gRPC's per-call metrics (gRFC A66): grpc.method, the full method name
+// without its leading slash
 // ("inference.v1.InferenceService/Generate") for calls made by generated
 // code (which pass grpc.StaticMethod) and "other" for any other call, so
 // that a client that forwards arbitrary method names cannot make the
@@ -106,7 +109,8 @@ var (
 // method group, "" without BreakerConfig.Group); the state gauge adds
 // retry.breaker.state ("closed", "open", "half-open"). A breaker is
 // reported until it is garbage-collected; give the breakers of one Metrics
-// distinct names. Neither adds any work to a call that does not fall back.
+// distinct names. A call that does not fall back records nothing and
+// allocates nothing for either.
 //
 // A Metrics is safe for concurrent use and may be shared by any number of
 // policies, clients, Failovers and Breakers; the zero Metrics records

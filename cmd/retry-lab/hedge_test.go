@@ -213,8 +213,9 @@ func row(t *testing.T, rows []policySpec, name string) policySpec {
 }
 
 // TestTailModel checks the tail's server and the hedge loop against what
-// the model implies, whatever the decisions: percentiles without hedging,
-// and a fixed delay hedging exactly the calls slower than it.
+// the model implies: percentiles without hedging, and a fixed delay (its
+// load guard well above what it sends) hedging exactly the calls slower
+// than it.
 func TestTailModel(t *testing.T) {
 	t.Parallel()
 	m := tailBase
@@ -231,8 +232,8 @@ func TestTailModel(t *testing.T) {
 		// A fixed delay at the healthy p95 hedges 0.98 × 5% + 2% of calls
 		// with two attempts.
 		r = runTail(1, row(t, rows, "fixed 164ms/2"), m, stream, 20*time.Second)
-		if x := r.extra(); x < 0.066 || x > 0.072 || r.denied != 0 {
-			t.Errorf("fixed 164ms/2, stream %v: %.4f hedges per call (%d denied), want 0.069", stream, x, r.denied)
+		if x := r.extra(); x < 0.066 || x > 0.072 || r.denied*1000 > r.calls {
+			t.Errorf("fixed 164ms/2, stream %v: %.4f hedges per call (%d of %d calls denied), want 0.069", stream, x, r.denied, r.calls)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/seed4f82f287/retry"
@@ -52,12 +53,17 @@ func hedgeOutageRows() []policySpec {
 				tweak:  func(p *retry.Policy) { p.PerAttemptTimeout = hoTimeout },
 			},
 			policySpec{
-				name: "hedge fixed, " + b.name, desc: fmt.Sprintf("MaxAttempts 4, Hedging{Delay: %v}, %s", fixed, b.desc),
+				name: "fixed, " + b.name, desc: fmt.Sprintf("MaxAttempts 4, Hedging{Delay: %v}, %s", fixed, b.desc),
 				budget: b.budget,
 				tweak:  func(p *retry.Policy) { p.Hedging = &retry.Hedging{Delay: fixed} },
 			},
 			policySpec{
-				name: "hedge adaptive, " + b.name, desc: "MaxAttempts 4, Hedging{}, " + b.desc,
+				name: "fixed 25%, " + b.name, desc: fmt.Sprintf("MaxAttempts 4, Hedging{Delay: %v, MaxExtraLoad: 0.25}, %s", fixed, b.desc),
+				budget: b.budget,
+				tweak:  func(p *retry.Policy) { p.Hedging = &retry.Hedging{Delay: fixed, MaxExtraLoad: 0.25} },
+			},
+			policySpec{
+				name: "adaptive, " + b.name, desc: "MaxAttempts 4, Hedging{}, " + b.desc,
 				budget: b.budget,
 				tweak:  func(p *retry.Policy) { p.Hedging = &retry.Hedging{} },
 			})
@@ -66,25 +72,34 @@ func hedgeOutageRows() []policySpec {
 }
 
 type hedgeOutageResult struct {
+	clients                  int
 	rate                     float64
 	healthyCalls, healthyAtt int // calls started in the healthy window, their attempts
 	steadyCalls, steadyAtt   int
 	hitCalls, hitAtt         int // calls in flight at the onset or started in the outage (until hoSteadyMargin before its end)
 	firstSecond              int // attempts reaching the server in the outage's first second
+	inOutage                 int // attempts reaching the server in the outage, until hoSteadyMargin before its end
 }
 
 func (r hedgeOutageResult) healthy() float64 { return float64(r.healthyAtt) / float64(r.healthyCalls) }
 func (r hedgeOutageResult) steady() float64  { return float64(r.steadyAtt) / float64(r.steadyCalls) }
 
+// outage is the attempts sent in the outage (until hoSteadyMargin before
+// its end) over the calls offered in that time: its load over the offered
+// load, the onset included.
+func (r hedgeOutageResult) outage() float64 {
+	return float64(r.inOutage) / (float64(r.clients) * r.rate * (hoLen - hoSteadyMargin).Seconds())
+}
+
 func (r hedgeOutageResult) firstLoad() float64 {
-	return float64(r.firstSecond) / (hoClients * r.rate)
+	return float64(r.firstSecond) / (float64(r.clients) * r.rate)
 }
 
 // onsetExtra is, per client, the attempts beyond one per call and beyond
 // the steady state's: the one-time cost of the onset.
 func (r hedgeOutageResult) onsetExtra() float64 {
 	extra := float64(r.hitAtt - r.hitCalls)
-	return (extra - (r.steady()-1)*float64(r.hitCalls)) / hoClients
+	return (extra - (r.steady()-1)*float64(r.hitCalls)) / float64(r.clients)
 }
 
 func hedgeOutageScenario(blackhole bool) scenario {
@@ -94,6 +109,9 @@ func hedgeOutageScenario(blackhole bool) scenario {
 	}
 	for _, r := range hedgeOutageRates {
 		header = append(header, fmt.Sprintf("steady %g/s", r))
+	}
+	for _, r := range hedgeOutageRates {
+		header = append(header, fmt.Sprintf("outage %g/s", r))
 	}
 	header = append(header, "1st s 20/s")
 	for _, r := range hedgeOutageRates {
@@ -106,28 +124,29 @@ func hedgeOutageScenario(blackhole bool) scenario {
 			"Each client starts calls with 1s deadlines at 1 or 20/s (open loop) against the tail's server (log-normal, median 100ms,",
 			"σ 0.3, 2% of attempts 10x slower); after 30s, every attempt fails in 1ms (Unavailable) for 30s, and the attempts in",
 			"flight fail at the onset. healthy: attempts per call started in the 10s before the onset (and ended before it);",
-			"steady: attempts per call started 10s to 29s into the outage; 1st s: attempts sent in the outage's first second ÷",
-			"the calls offered in it; onset: extra attempts per client beyond the steady state's, over the calls in flight at the",
-			"onset or started in the outage.",
+			"steady: attempts per call started 10s to 29s into the outage; outage: attempts sent in its first 29s ÷ the calls",
+			"offered in them (onset included); 1st s: the same over its first second; onset: extra attempts per client beyond the",
+			"steady state's, over the calls in flight at the onset or started in the outage.",
 		},
 		header:   header,
 		variants: len(hedgeOutageRates),
 		rows:     hedgeOutageRows(),
 		run: func(seed uint64, spec policySpec, v int) any {
-			return runHedgeOutage(mix(seed, 'H', uint64(v)), spec, hedgeOutageRates[v], blackhole)
+			return runHedgeOutage(mix(seed, 'H', uint64(v)), spec, hoClients, hedgeOutageRates[v], blackhole)
 		},
 		cells: func(rs []any) []string {
-			var healthy, steady, first, onset []string
+			var healthy, steady, all, first, onset []string
 			for _, r := range rs {
 				o := r.(hedgeOutageResult)
 				healthy = append(healthy, fmt.Sprintf("%.3f", o.healthy()))
 				steady = append(steady, fmt.Sprintf("%.3f", o.steady()))
+				all = append(all, fmt.Sprintf("%.3f", o.outage()))
 				if o.rate == 20 {
 					first = append(first, fmt.Sprintf("%.2fx", o.firstLoad()))
 				}
 				onset = append(onset, fmt.Sprintf("%.1f", o.onsetExtra()))
 			}
-			return append(append(append(healthy, steady...), first...), onset...)
+			return slices.Concat(healthy, steady, all, first, onset)
 		},
 	}
 	if blackhole {
@@ -141,7 +160,9 @@ func hedgeOutageScenario(blackhole bool) scenario {
 	return sc
 }
 
-func runHedgeOutage(seed uint64, spec policySpec, rate float64, blackhole bool) hedgeOutageResult {
+// runHedgeOutage plays H (H' if blackhole) with n clients at rate calls/s
+// each.
+func runHedgeOutage(seed uint64, spec policySpec, n int, rate float64, blackhole bool) hedgeOutageResult {
 	s := &sim{}
 	end := hoAt + hoLen
 	m := tailBase
@@ -158,11 +179,14 @@ func runHedgeOutage(seed uint64, spec policySpec, rate float64, blackhole bool) 
 		}
 		return d, nil
 	})
-	f := newFleet(s, hoClients, spec, labPolicy(nil), srv, hoDeadline, seed)
-	r := hedgeOutageResult{rate: rate}
+	f := newFleet(s, n, spec, labPolicy(nil), srv, hoDeadline, seed)
+	r := hedgeOutageResult{clients: n, rate: rate}
 	f.observe(func(_ *call, now time.Duration) {
 		if now >= hoAt && now < hoAt+time.Second {
 			r.firstSecond++
+		}
+		if now >= hoAt && now < end-hoSteadyMargin {
+			r.inOutage++
 		}
 	}, func(c *call) {
 		switch {

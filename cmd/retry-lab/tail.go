@@ -102,24 +102,31 @@ func (r tailResult) meanDelay() time.Duration {
 	return r.delay / time.Duration(max(r.calls, 1))
 }
 
-// hedgeRows are the rows of the tail scenarios.
+// hedgeRows are the rows of the tail scenarios: no hedging, fixed delays
+// at the healthy p90, p95 and p99 with a load guard above what they send
+// (MaxExtraLoad 0.25), the healthy p95 with the default guard (0.05), and
+// the learned delay.
 func hedgeRows(m tailModel) []policySpec {
-	fixed := func(z float64, pct string, attempts int) policySpec {
+	fixed := func(z float64, pct string, load float64, attempts int) policySpec {
 		d := m.healthy(z)
+		name, desc := fmt.Sprintf("fixed %v/%d", d, attempts), fmt.Sprintf("Hedging{Delay: %v, MaxExtraLoad: %g}", d, load)
+		if load == 0 {
+			name, desc = fmt.Sprintf("fixed %v/%d 5%%", d, attempts), fmt.Sprintf("Hedging{Delay: %v} (the default MaxExtraLoad, 0.05)", d)
+		}
 		return policySpec{
-			name:   fmt.Sprintf("fixed %v/%d", d, attempts),
-			desc:   fmt.Sprintf("Hedging{Delay: %v} (the healthy %s), MaxAttempts %d", d, pct, attempts),
+			name:   name,
+			desc:   fmt.Sprintf("%s: the healthy %s, MaxAttempts %d", desc, pct, attempts),
 			budget: func() retry.Budget { return nil },
 			tweak: func(p *retry.Policy) {
 				p.MaxAttempts = attempts
-				p.Hedging = &retry.Hedging{Delay: d}
+				p.Hedging = &retry.Hedging{Delay: d, MaxExtraLoad: load}
 			},
 		}
 	}
 	adaptive := func(load float64, attempts int) policySpec {
 		name, desc := fmt.Sprintf("adaptive/%d", attempts), "Hedging{} (learned delay, MaxExtraLoad 0.05)"
 		if load != 0 {
-			name, desc = fmt.Sprintf("adaptive %g/%d", load, attempts), fmt.Sprintf("Hedging{MaxExtraLoad: %g}", load)
+			name, desc = fmt.Sprintf("adaptive %g%%/%d", 100*load, attempts), fmt.Sprintf("Hedging{MaxExtraLoad: %g}", load)
 		}
 		return policySpec{
 			name:   name,
@@ -131,14 +138,15 @@ func hedgeRows(m tailModel) []policySpec {
 			},
 		}
 	}
-	rows := []policySpec{{
-		name: "no hedging", desc: "one attempt per call (no failures to retry)",
-		budget: func() retry.Budget { return nil },
-	}}
-	for _, n := range []int{2, 3} {
-		rows = append(rows, fixed(z90, "p90", n), fixed(z95, "p95", n), fixed(z99, "p99", n), adaptive(0, n))
+	return []policySpec{
+		{
+			name: "no hedging", desc: "one attempt per call (no failures to retry)",
+			budget: func() retry.Budget { return nil },
+		},
+		fixed(z90, "p90", 0.25, 2), fixed(z95, "p95", 0.25, 2), fixed(z99, "p99", 0.25, 2),
+		fixed(z95, "p95", 0, 2), fixed(z95, "p95", 0.25, 3),
+		adaptive(0, 2), adaptive(0, 3), adaptive(0.1, 2),
 	}
-	return append(rows, adaptive(0.1, 2))
 }
 
 func tailScenario(stream bool) scenario {

@@ -237,3 +237,48 @@ func TestTailModel(t *testing.T) {
 		}
 	}
 }
+
+// TestTailGoals: the learned delay cuts the 99th and 99.9th percentiles of
+// calls (and of the time to first token of streams) at least threefold,
+// with at most 5% more attempts, its guard rarely refusing a hedge due.
+func TestTailGoals(t *testing.T) {
+	t.Parallel()
+	m := tailBase
+	m.straggle = 0.02
+	rows := hedgeRows(m)
+	for _, stream := range []bool{false, true} {
+		none := runTail(1, row(t, rows, "no hedging"), m, stream, 30*time.Second)
+		r := runTail(1, row(t, rows, "adaptive/2"), m, stream, 30*time.Second)
+		for _, p := range []float64{0.99, 0.999} {
+			if a, b := none.percentile(p), r.percentile(p); a < 3*b {
+				t.Errorf("stream %v: p%g %v without hedging, %v learned: want at least 3x less", stream, 100*p, a, b)
+			}
+		}
+		if x := r.extra(); x > 0.05 || r.denied*1000 > r.calls {
+			t.Errorf("stream %v: %.4f hedges per call, %d of %d calls denied; want ≤ 0.05 and ≤ 0.1%%", stream, x, r.denied, r.calls)
+		}
+	}
+}
+
+// TestHedgeOutageGoals: in a full outage, fast-failing or a blackhole,
+// hedging sends no more attempts per call than retrying under the same
+// budget, over the outage (its onset included) and in its steady state.
+// Played with 10 clients instead of 50 (what is compared is per client).
+func TestHedgeOutageGoals(t *testing.T) {
+	t.Parallel()
+	rows := hedgeOutageRows()
+	for _, blackhole := range []bool{false, true} {
+		for _, rate := range hedgeOutageRates {
+			for _, budget := range []string{"credit", "throttle"} {
+				retrying := runHedgeOutage(1, row(t, rows, "retry, "+budget), 10, rate, blackhole)
+				for _, h := range []string{"fixed", "fixed 25%", "adaptive"} {
+					r := runHedgeOutage(1, row(t, rows, h+", "+budget), 10, rate, blackhole)
+					if r.outage() > retrying.outage() || r.steady() > retrying.steady()+0.005 {
+						t.Errorf("blackhole %v, %g/s, %s: %s sends %.4f attempts per call over the outage, %.4f in steady state; retrying %.4f, %.4f",
+							blackhole, rate, budget, h, r.outage(), r.steady(), retrying.outage(), retrying.steady())
+					}
+				}
+			}
+		}
+	}
+}

@@ -102,6 +102,7 @@ type call struct {
 	last       error         // the last attempt's error
 	first      time.Duration // when the answer (a stream's first message) arrived
 	h          *hedged       // a hedged call's state (nil: not hedged)
+	hedge      hedged        // h's memory
 	ok         bool
 	reason     retry.StopReason // why a failed call stopped
 }

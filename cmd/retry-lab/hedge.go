@@ -38,8 +38,8 @@ import (
 // are not modelled (the interceptor then waits for a connection before a
 // hedge sent when nothing is in flight).
 type hedged struct {
-	sent     []time.Duration // when attempt n was sent, at n-1
-	ended    []bool          // attempt n has ended (or was cancelled), at n-1
+	att      []hedgeAttempt // attempt n at n-1
+	inline   [4]hedgeAttempt
 	inflight int
 	decided  bool
 	armed    bool
@@ -49,12 +49,19 @@ type hedged struct {
 	idleSet  bool
 }
 
+// hedgeAttempt is an attempt of a hedged call.
+type hedgeAttempt struct {
+	sent  time.Duration
+	ended bool // it has ended, or was cancelled
+}
+
 // startHedged runs a hedged call's first attempt.
 func (cl *client) startHedged(c *call) {
 	if cl.ch != nil {
 		panic("retry-lab: hedged calls on a channel that can be down are not modelled")
 	}
-	h := &hedged{}
+	h := &c.hedge
+	h.att = h.inline[:0]
 	c.h = h
 	c.ic.Attempts = 1
 	h.inflight = 1
@@ -68,8 +75,7 @@ func (cl *client) startHedged(c *call) {
 func (cl *client) hedgeSend(c *call, n int) {
 	h := c.h
 	now := cl.sim.now
-	h.sent = append(h.sent, now)
-	h.ended = append(h.ended, false)
+	h.att = append(h.att, hedgeAttempt{sent: now})
 	adl := noDeadline
 	if c.ctx.has {
 		adl = c.dl
@@ -139,14 +145,15 @@ func (cl *client) hedgeFire(c *call, gen int32) {
 // hedgeEnded is the end of attempt n with err (nil: it succeeded).
 func (cl *client) hedgeEnded(c *call, n int32, err error) {
 	h := c.h
-	if h.ended[n-1] {
+	a := &h.att[n-1]
+	if a.ended {
 		return // cancelled when the call was decided
 	}
-	h.ended[n-1] = true
+	a.ended = true
 	now := cl.sim.now
 	var elapsed time.Duration
 	if c.ic.Timed {
-		elapsed = now - h.sent[n-1]
+		elapsed = now - a.sent
 	}
 	h.inflight--
 	switch {
@@ -205,9 +212,9 @@ func (cl *client) hedgeDecide(c *call, final error) {
 	h.decided = true
 	h.armed = false
 	h.final = final
-	for i := range h.ended {
-		if !h.ended[i] {
-			h.ended[i] = true
+	for i := range h.att {
+		if !h.att[i].ended {
+			h.att[i].ended = true
 			h.inflight--
 		}
 	}

@@ -39,11 +39,11 @@ type tailModel struct {
 // a function of (seed, client, seq, attempt) only: every policy meets the
 // same latencies and stragglers.
 func (m tailModel) latency(seed uint64, client, seq, attempt int) time.Duration {
-	k := []uint64{seed, saltTail, uint64(client), uint64(seq), uint64(attempt)}
-	u1, u2 := unit(append(k, 1)...), unit(append(k, 2)...)
+	c, s, a := uint64(client), uint64(seq), uint64(attempt)
+	u1, u2 := unit(seed, saltTail, c, s, a, 1), unit(seed, saltTail, c, s, a, 2)
 	z := math.Sqrt(-2*math.Log(1-u1)) * math.Cos(2*math.Pi*u2) // Box-Muller: a standard normal
 	d := float64(m.median) * math.Exp(m.sigma*z)
-	if unit(append(k, 3)...) < m.straggle {
+	if unit(seed, saltTail, c, s, a, 3) < m.straggle {
 		d *= m.factor
 	}
 	return time.Duration(d)

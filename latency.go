@@ -28,7 +28,7 @@ import (
 // MaxExtraLoad are due and the load guard (loadGuard) keeps headroom. The
 // histogram has two generations of window samples each: the estimate
 // covers the last one to two windows, so it follows a shift in latency
-// within a window. Recording is three atomic additions (a lock only to
+// within a window. Recording is two atomic additions (a lock only to
 // switch generations, once per window); the estimate is recomputed every
 // 16 samples and read with one atomic load.
 const (
@@ -47,7 +47,6 @@ type latencyEstimator struct {
 
 	gens    [2][latencyBuckets]atomic.Uint32
 	cur     atomic.Uint32 // the generation being filled: 0 or 1
-	inCur   atomic.Int64  // samples in the current generation
 	total   atomic.Int64  // samples ever (for the warm-up)
 	delay   atomic.Int64  // the estimate in ns; 0 until warm
 	windows sync.Mutex    // serialises generation switches
@@ -87,8 +86,8 @@ func (e *latencyEstimator) observe(d time.Duration) {
 	g := e.cur.Load()
 	e.gens[g][bucketOf(d)].Add(1)
 	total := e.total.Add(1)
-	if n := e.inCur.Add(1); n >= latencyWindow {
-		e.switchGeneration(g)
+	if total%latencyWindow == 0 {
+		e.switchGeneration(g) // this sample ends a window: the next go to a fresh generation
 	}
 	if total >= latencyWarmUp && total%latencyRecompute == 0 || total == latencyWarmUp {
 		e.recompute()
@@ -106,7 +105,6 @@ func (e *latencyEstimator) switchGeneration(from uint32) {
 	for i := range e.gens[next] {
 		e.gens[next][i].Store(0)
 	}
-	e.inCur.Store(0)
 	e.cur.Store(next)
 }
 

@@ -41,23 +41,87 @@ func (c *compiled) beginHedged(method string, call *interceptor.Call) {
 	default:
 		call.Timed = true
 		call.HedgeDelay = -1 // warming up: hedge only on failures
-		if d, ok := c.latency(method).hedgeDelay(); ok {
+		if d, ok := c.hedgeMethod(method).est.hedgeDelay(); ok {
 			call.HedgeDelay = d
 		}
 	}
 }
 
-// latency returns the estimator of method's latencies, nil if the policy
-// does not learn its hedge delay.
-func (c *compiled) latency(method string) *latencyEstimator {
-	if c.Hedging == nil || c.Hedging.Delay != 0 {
+// methodHedge is a hedging policy's state for one method: the load guard
+// of its hedges sent on time and, for a learned delay, the estimator of
+// its latencies.
+type methodHedge struct {
+	guard *loadGuard
+	est   *latencyEstimator // nil for a fixed delay
+}
+
+// hedgeMethod returns method's hedging state, nil if it has none: the
+// policy does not hedge, sends every attempt at once (Delay < 0), or has a
+// fixed delay and NoBudget (nothing bounds its hedges but MaxAttempts).
+func (c *compiled) hedgeMethod(method string) *methodHedge {
+	if c.Hedging == nil || c.Hedging.Delay < 0 || c.Hedging.Delay > 0 && c.Budget == NoBudget {
 		return nil
 	}
-	if e, ok := c.latencies.Load(method); ok {
-		return e.(*latencyEstimator)
+	if m, ok := c.latencies.Load(method); ok {
+		return m.(*methodHedge)
 	}
-	e, _ := c.latencies.LoadOrStore(method, newLatencyEstimator(c.Hedging))
-	return e.(*latencyEstimator)
+	m := &methodHedge{guard: newLoadGuard(c.Hedging)}
+	if c.Hedging.Delay == 0 {
+		m.est = newLatencyEstimator(c.Hedging)
+	}
+	v, _ := c.latencies.LoadOrStore(method, m)
+	return v.(*methodHedge)
+}
+
+// hedgeSucceeded is Done for a hedged call that succeeded: the call earns
+// its share of the load guard and, with a learned delay, teaches the
+// estimator how long the call's first attempt took. When a hedge sent on
+// time won, the first attempt was still running: it had run for at least
+// the hedges' delays plus the winner's time, and that lower bound is what
+// is learned (learning the winner's time instead would miss the slow
+// attempts that hedging cuts short, and bias the delay low).
+func (c *compiled) hedgeSucceeded(call *interceptor.Call) {
+	m := c.hedgeMethod(call.Method)
+	if m == nil {
+		return
+	}
+	m.guard.earn()
+	if m.est == nil || !call.Timed {
+		return
+	}
+	d := call.Elapsed
+	if s, _ := call.State.(*callState); call.Winner > 1 && call.HedgeDelay > 0 && (s == nil || !s.firstFailed && s.hedgesFailed == 0) {
+		// Every attempt was sent on time, attempt n at (n-1) delays: the
+		// first had run this long when the winner answered.
+		d += time.Duration(call.Winner-1) * call.HedgeDelay
+	}
+	m.est.observe(d)
+}
+
+// attemptFailed notes that attempt n of a hedged call failed.
+func (s *callState) attemptFailed(n int) {
+	if n > 1 {
+		s.hedgesFailed++
+	} else {
+		s.firstFailed = true
+	}
+}
+
+// hedgesRanOut charges the budget for the attempts of a hedged call still
+// in flight when the caller's deadline ended it: they ran out of time with
+// it, as the attempt that reported, but the interceptor reports only one.
+// The first attempt is charged as a first attempt's timeout, each hedge as
+// a retry that failed; so a blackhole, where every attempt ends at the
+// deadline, drains the budget whichever attempt reports first.
+func (c *compiled) hedgesRanOut(call *interceptor.Call, s *callState, now time.Time) {
+	hedges := call.Attempts - 1 - s.hedgesFailed
+	if !s.firstFailed {
+		c.Budget.failed(now, false, false, true)
+	}
+	for range hedges {
+		c.Budget.failed(now, true, false, true)
+	}
+	s.firstFailed, s.hedgesFailed = true, call.Attempts-1
 }
 
 // hedgeFailed is Failed for a hedged call, after the checks common to both
@@ -137,17 +201,17 @@ func (c *compiled) Hedge(ctx context.Context, call *interceptor.Call, alone bool
 		}
 		c.OnHedge(ev)
 	}
-	if !replacing {
-		if e := c.latency(call.Method); e != nil && !e.allowTimedHedge() {
-			s.denied++
-			event(HedgeDenied)
-			return refuse(StopBudget)
-		}
-	}
 	if !c.Budget.tryRetry(now) {
 		s.denied++
 		event(HedgeDenied)
 		return refuse(StopBudget)
+	}
+	if !replacing {
+		if m := c.hedgeMethod(call.Method); m != nil && !m.guard.allow(now, call.HedgeDelay) {
+			s.denied++
+			event(HedgeDenied)
+			return refuse(StopBudget)
+		}
 	}
 	event(HedgeSent)
 	return true, nil

@@ -2,6 +2,7 @@ package retry
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -190,37 +191,246 @@ func TestLatencyEstimate(t *testing.T) {
 	}
 }
 
-func TestTimedHedgeLoadGuard(t *testing.T) {
-	e := newLatencyEstimator(&Hedging{MaxExtraLoad: 0.05, MinDelay: time.Millisecond})
-	for i := range hedgeGuardBurst {
-		if !e.allowTimedHedge() {
-			t.Fatalf("hedge %d of the burst refused", i+1)
+// TestLoadGuard: hedges due at once are limited by the tokens; after the
+// burst window, none until a success; each success earns MaxExtraLoad of a
+// hedge, up to what 200 calls earn.
+func TestLoadGuard(t *testing.T) {
+	const delay = 80 * time.Millisecond // a burst window of 10ms
+	t0 := time.Now()
+	g := newLoadGuard(&Hedging{MaxExtraLoad: 0.05})
+	for i := range 10 {
+		if !g.allow(t0.Add(time.Duration(i)*time.Millisecond), delay) {
+			t.Fatalf("hedge %d of a burst of 10 refused", i+1)
 		}
 	}
-	if e.allowTimedHedge() {
-		t.Fatal("a hedge beyond the burst allowed without calls")
+	if g.allow(t0.Add(9*time.Millisecond), delay) {
+		t.Fatal("an 11th hedge allowed: the guard holds 10")
 	}
 	for range 19 {
-		e.observe(time.Millisecond)
+		g.earn()
 	}
-	if e.allowTimedHedge() {
-		t.Fatal("19 calls at 5% earned a hedge")
+	if g.allow(t0.Add(20*time.Millisecond), delay) {
+		t.Fatal("19 successes at 5% earned a hedge")
 	}
-	e.observe(time.Millisecond)
-	if !e.allowTimedHedge() || e.allowTimedHedge() {
-		t.Fatal("20 calls at 5% must earn exactly one hedge")
+	g.earn()
+	if !g.allow(t0.Add(20*time.Millisecond), delay) || g.allow(t0.Add(20*time.Millisecond), delay) {
+		t.Fatal("20 successes at 5% must earn exactly one hedge")
+	}
+
+	// A full guard: past the window, no hedge until a success.
+	g = newLoadGuard(&Hedging{MaxExtraLoad: 0.05})
+	if !g.allow(t0, delay) || !g.allow(t0.Add(10*time.Millisecond), delay) {
+		t.Fatal("hedges within the window refused")
+	}
+	if g.allow(t0.Add(11*time.Millisecond), delay) {
+		t.Fatal("a hedge past the window allowed with no success since the first")
+	}
+	g.earn()
+	if !g.allow(t0.Add(time.Second), delay) {
+		t.Fatal("a hedge refused after a success")
+	}
+	for range 1000 {
+		g.earn()
+	}
+	if got := g.tokens.Load(); got != 10*milli {
+		t.Fatalf("a guard at 5%% holds %d milli-hedges, want 10000", got)
+	}
+	if g := newLoadGuard(&Hedging{MaxExtraLoad: 0.5}); g.burst != 100*milli {
+		t.Fatalf("a guard at 50%% holds %d milli-hedges, want what 200 calls earn (100000)", g.burst)
 	}
 }
 
-func TestLatencyEstimatorConcurrent(t *testing.T) {
+// TestHedgeLoadGuardScope: the guard holds the hedges sent on time of a
+// learned delay and of a fixed one (with a budget), never a hedge that
+// replaces a failed attempt; a fixed delay with NoBudget, and every
+// attempt at once (Delay < 0), have none.
+func TestHedgeLoadGuardScope(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name    string
+		h       Hedging
+		budget  Budget
+		guarded bool
+	}{
+		{"learned", Hedging{}, nil, true},
+		{"fixed", Hedging{Delay: 80 * time.Millisecond}, nil, true},
+		{"fixed, throttle", Hedging{Delay: 80 * time.Millisecond}, NewThrottle(10, 0.1), true},
+		{"fixed, NoBudget", Hedging{Delay: 80 * time.Millisecond}, NoBudget, false},
+		{"every attempt at once", Hedging{Delay: -1}, nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clk := newFakeClock()
+			c := mustCompile(Policy{MaxAttempts: 3, Hedging: &tc.h, Budget: tc.budget, clock: clk})
+			// One hedge sent on time; 100ms later, with no call having
+			// succeeded, another call's hedge is due.
+			if ok, err := c.Hedge(ctx, hedgedCall(t, c, 1), false); !ok || err != nil {
+				t.Fatalf("first hedge: %v, %v", ok, err)
+			}
+			clk.Sleep(ctx, 100*time.Millisecond)
+			var denied []HedgeKind
+			c.OnHedge = func(ev HedgeEvent) { denied = append(denied, ev.Kind) }
+			call := hedgedCall(t, c, 1)
+			ok, err := c.Hedge(ctx, call, false)
+			if err != nil || ok == tc.guarded || len(denied) != 1 || denied[0] == HedgeDenied != tc.guarded {
+				t.Fatalf("second hedge on time: %v, %v, events %v; want refused: %v", ok, err, denied, tc.guarded)
+			}
+			// A hedge that replaces a failed attempt is the budget's.
+			if d, err := c.Failed(ctx, call, interceptor.Outcome{Err: unavailable.Err(), Attempt: 1, Alone: true}); d != 0 || err != nil {
+				t.Fatalf("Failed = %v, %v", d, err)
+			}
+			if ok, err := c.Hedge(ctx, call, true); !ok || err != nil {
+				t.Fatalf("a hedge replacing a failure: %v, %v", ok, err)
+			}
+		})
+	}
+}
+
+// observed returns how many samples the estimator of method holds at d's
+// bucket.
+func observed(c *compiled, d time.Duration) uint32 {
+	e := c.hedgeMethod("/test.Service/Method").est
+	return e.gens[0][bucketOf(d)].Load() + e.gens[1][bucketOf(d)].Load()
+}
+
+// TestLearnedDelaySamples: one sample per successful call, the first
+// attempt's time; when a hedge sent on time won, the time the first attempt
+// had run by then; timed-out attempts too, fast failures never.
+func TestLearnedDelaySamples(t *testing.T) {
+	ctx := context.Background()
+	clk := newFakeClock()
+	c := mustCompile(Policy{MaxAttempts: 3, Hedging: &Hedging{}, PerAttemptTimeout: time.Second, clock: clk})
+	succeed := func(winner int, elapsed time.Duration, failFirst bool) {
+		call := hedgedCall(t, c, winner)
+		if failFirst {
+			c.Failed(ctx, call, interceptor.Outcome{Err: unavailable.Err(), Attempt: 1, Elapsed: time.Millisecond})
+		}
+		call.Winner, call.Elapsed = winner, elapsed
+		c.Done(ctx, call, nil)
+	}
+	// Warm-up: no delay on time before 20 samples.
+	for i := range latencyWarmUp {
+		if call := hedgedCall(t, c, 0); call.HedgeDelay >= 0 {
+			t.Fatalf("a delay after %d samples: %v", i, call.HedgeDelay)
+		}
+		succeed(1, 100*time.Millisecond, false)
+	}
+	d := hedgedCall(t, c, 0).HedgeDelay
+	if d < 100*time.Millisecond || d > 113*time.Millisecond {
+		t.Fatalf("delay %v after 20 calls of 100ms", d)
+	}
+	// The second attempt, sent on time, won after 30ms: the first had run
+	// d + 30ms.
+	succeed(2, 30*time.Millisecond, false)
+	if observed(c, d+30*time.Millisecond) != 1 || observed(c, 30*time.Millisecond) != 0 {
+		t.Fatal("a hedge's win was not learned as the first attempt's time so far")
+	}
+	// After a failure the winner was not sent on time: its own time. The
+	// fast failure itself is not a sample.
+	succeed(2, 40*time.Millisecond, true)
+	if observed(c, 40*time.Millisecond) != 1 || observed(c, time.Millisecond) != 0 {
+		t.Fatal("a win after a failure: want the winner's time, and no sample of the fast failure")
+	}
+	// An attempt cut by its per-attempt timeout, the caller's deadline
+	// still far: a sample of at least that long.
+	dctx, cancel := context.WithDeadline(ctx, clk.Now().Add(time.Minute))
+	defer cancel()
+	call := hedgedCall(t, c, 1)
+	c.Failed(dctx, call, interceptor.Outcome{Err: status.Error(codes.DeadlineExceeded, "attempt timeout"), Attempt: 1, Elapsed: time.Second, Alone: true})
+	if observed(c, time.Second) != 1 {
+		t.Fatal("a timed-out attempt was not learned")
+	}
+	// A failed call teaches nothing and earns nothing.
+	before := c.hedgeMethod("/test.Service/Method").guard.tokens.Load()
+	c.Done(ctx, call, unavailable.Err())
+	if c.hedgeMethod("/test.Service/Method").est.total.Load() != latencyWarmUp+3 || c.hedgeMethod("/test.Service/Method").guard.tokens.Load() != before {
+		t.Fatal("a failed call changed the estimate or the guard")
+	}
+
+	// No ceiling: multi-second calls are hedged after their own p95.
+	slow := mustCompile(Policy{Hedging: &Hedging{}, clock: clk})
+	for i := range 200 {
+		call := hedgedCall(t, slow, 1)
+		call.Winner, call.Elapsed = 1, time.Duration(30+i%10)*time.Second
+		slow.Done(ctx, call, nil)
+	}
+	if d := hedgedCall(t, slow, 0).HedgeDelay; d < 39*time.Second || d > 45*time.Second {
+		t.Fatalf("calls of 30s to 39s: delay %v, want about 39s", d)
+	}
+}
+
+// TestHedgesRanOut: when the caller's deadline ends a hedged call, every
+// attempt in flight ran out of time, whichever reports: the first is
+// charged as a first attempt's timeout, each hedge as a failed retry, and
+// none twice.
+func TestHedgesRanOut(t *testing.T) {
+	for _, reporter := range []int{1, 3} {
+		clk := newFakeClock()
+		b := &recordingBudget{}
+		c := mustCompile(Policy{MaxAttempts: 4, Hedging: &Hedging{Delay: 10 * time.Millisecond}, Budget: b, clock: clk})
+		ctx, cancel := context.WithDeadline(context.Background(), clk.Now().Add(50*time.Millisecond))
+		call := hedgedCall(t, c, 3)
+		// Attempt 2 failed earlier and was charged then.
+		c.Failed(ctx, call, interceptor.Outcome{Err: unavailable.Err(), Attempt: 2})
+		b.charges = nil
+		clk.Sleep(ctx, 50*time.Millisecond)
+		_, err := c.Failed(ctx, call, interceptor.Outcome{Err: status.Error(codes.DeadlineExceeded, "deadline"), Attempt: reporter})
+		if e := stopOf(t, err); e.Reason != StopCanceled {
+			t.Fatalf("reporter %d: %v", reporter, err)
+		}
+		if want := []string{"first timeout", "retry timeout"}; !slices.Equal(sorted(b.charges), want) {
+			t.Errorf("reporter %d: charged %v, want %v (attempts 1 and 3; 2 was charged when it failed)", reporter, b.charges, want)
+		}
+		cancel()
+	}
+	// A caller that cancels is not charged for the attempts it cancels.
+	clk := newFakeClock()
+	b := &recordingBudget{}
+	c := mustCompile(Policy{MaxAttempts: 4, Hedging: &Hedging{Delay: 10 * time.Millisecond}, Budget: b, clock: clk})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	c.Failed(ctx, hedgedCall(t, c, 3), interceptor.Outcome{Err: status.Error(codes.Canceled, "canceled"), Attempt: 1})
+	if len(b.charges) != 0 {
+		t.Errorf("a cancelled call charged %v", b.charges)
+	}
+}
+
+func sorted(s []string) []string { return slices.Sorted(slices.Values(s)) }
+
+// recordingBudget allows everything and records the failures it is told.
+type recordingBudget struct {
+	mu      sync.Mutex
+	charges []string
+}
+
+func (b *recordingBudget) success()                {}
+func (b *recordingBudget) tryRetry(time.Time) bool { return true }
+func (b *recordingBudget) validate() error         { return nil }
+func (b *recordingBudget) failed(_ time.Time, retry, _, timeout bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	kind := "first"
+	if retry {
+		kind = "retry"
+	}
+	if timeout {
+		kind += " timeout"
+	}
+	b.charges = append(b.charges, kind)
+}
+
+// TestHedgeStateConcurrent: recording, estimating and guarding from many
+// goroutines at once (run with -race).
+func TestHedgeStateConcurrent(t *testing.T) {
 	e := newLatencyEstimator(&Hedging{MaxExtraLoad: 0.05, MinDelay: time.Millisecond})
+	g := newLoadGuard(&Hedging{MaxExtraLoad: 0.05})
 	var wg sync.WaitGroup
-	for g := range 8 {
+	for w := range 8 {
 		wg.Go(func() {
 			for i := range 3000 {
-				e.observe(time.Duration(g*1000+i) * time.Microsecond)
+				e.observe(time.Duration(w*1000+i) * time.Microsecond)
 				e.hedgeDelay()
-				e.allowTimedHedge()
+				g.earn()
+				g.allow(time.Now(), time.Millisecond)
 			}
 		})
 	}
@@ -228,8 +438,8 @@ func TestLatencyEstimatorConcurrent(t *testing.T) {
 	if d, ok := e.hedgeDelay(); !ok || d <= 0 || d > 12*time.Millisecond {
 		t.Fatalf("estimate %v, %v", d, ok)
 	}
-	if tk := e.tokens.Load(); tk < 0 || tk > hedgeGuardBurst*milli {
-		t.Fatalf("guard tokens %d out of bounds", tk)
+	if tk := g.tokens.Load(); tk < 0 || tk > g.burst {
+		t.Fatalf("guard tokens %d out of [0, %d]", tk, g.burst)
 	}
 }
 
@@ -238,4 +448,30 @@ func mdPairs(kv ...string) metadata.MD {
 		return nil
 	}
 	return metadata.Pairs(kv...)
+}
+
+// BenchmarkHedgedDone is the decision code's part of a hedged call that
+// succeeds at once (Begin and Done): for a learned delay, one histogram
+// sample and the load guard; run with -cpu 1,2 to see contention.
+func BenchmarkHedgedDone(b *testing.B) {
+	for _, h := range []Hedging{{}, {Delay: 50 * time.Millisecond}} {
+		name := "learned"
+		if h.Delay > 0 {
+			name = "fixed"
+		}
+		b.Run(name, func(b *testing.B) {
+			c := mustCompile(Policy{MaxAttempts: 2, Hedging: &h})
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				var call interceptor.Call
+				for pb.Next() {
+					call = interceptor.Call{}
+					c.Begin(ctx, "/test.Service/Method", nil, &call)
+					call.Attempts, call.Winner, call.Elapsed = 1, 1, 20*time.Millisecond
+					c.Done(ctx, &call, nil)
+				}
+			})
+		})
+	}
 }

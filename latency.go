@@ -10,17 +10,27 @@ import (
 
 // A latency estimator learns, per method, the hedge delay of a Hedging with
 // no fixed Delay: the latency beyond which a fraction MaxExtraLoad of the
-// method's recent attempts run (Finagle's backup requests use the same
-// rule). It learns from attempts that succeeded or ran into the per-attempt
-// timeout; fast failures say nothing about how long an answer takes.
+// method's calls run (Finagle's backup requests use the same rule), so that
+// hedges sent on time add about that much load. Each successful call gives
+// one sample, how long its first attempt took: the winner's time if the
+// first attempt won, or, when a hedge sent on time won, the time the first
+// attempt had run by then (the hedge's delay plus the winner's time), a
+// lower bound of its latency. Learning the winner's time instead would
+// never see the slow attempts that hedging cuts short, and bias the delay
+// low: more hedges than MaxExtraLoad would be due. An attempt that ran into
+// its per-attempt timeout is a sample too; fast failures are not (they say
+// nothing about how long an answer takes).
 //
 // Latencies go into a histogram of 8 buckets per power of two, from 1µs to
-// about 18 minutes (an error of at most 12.5%), with no ceiling that would
-// switch hedging off for multi-second calls. The histogram has two
-// generations of window samples each: the estimate covers the last one to
-// two windows, so it follows a shift in latency within a window. Recording
-// is a few atomic additions; the estimate is recomputed every 16 samples
-// and read with one atomic load.
+// about 18 minutes, with no ceiling that would switch hedging off for
+// multi-second calls. The delay is the top of the bucket that holds the
+// percentile, 0 to 12.5% above it, so slightly fewer hedges than
+// MaxExtraLoad are due and the load guard (loadGuard) keeps headroom. The
+// histogram has two generations of window samples each: the estimate
+// covers the last one to two windows, so it follows a shift in latency
+// within a window. Recording is two atomic additions (a lock only to
+// switch generations, once per window); the estimate is recomputed every
+// 16 samples and read with one atomic load.
 const (
 	latencyBucketsPerOctave = 8
 	latencyMinOctave        = 10 // 2^10 ns ≈ 1µs
@@ -32,27 +42,18 @@ const (
 )
 
 type latencyEstimator struct {
-	quantile float64 // 1 - MaxExtraLoad
+	quantile float64 // the percentile of the delay: 1 - MaxExtraLoad
 	minDelay time.Duration
 
 	gens    [2][latencyBuckets]atomic.Uint32
 	cur     atomic.Uint32 // the generation being filled: 0 or 1
-	inCur   atomic.Int64  // samples in the current generation
 	total   atomic.Int64  // samples ever (for the warm-up)
 	delay   atomic.Int64  // the estimate in ns; 0 until warm
-	tokens  atomic.Int64  // milli-hedges the load guard allows
-	deposit int64         // milli-hedges each sample earns: MaxExtraLoad
 	windows sync.Mutex    // serialises generation switches
 }
 
-// hedgeGuardBurst is how many hedges sent on time the load guard holds.
-const hedgeGuardBurst = 5
-
 func newLatencyEstimator(h *Hedging) *latencyEstimator {
-	e := &latencyEstimator{quantile: 1 - h.MaxExtraLoad, minDelay: h.MinDelay}
-	e.deposit = int64(math.Round(h.MaxExtraLoad * milli))
-	e.tokens.Store(hedgeGuardBurst * milli)
-	return e
+	return &latencyEstimator{quantile: 1 - h.MaxExtraLoad, minDelay: h.MinDelay}
 }
 
 // bucketOf returns the histogram bucket of d.
@@ -84,12 +85,9 @@ func bucketTop(i int) time.Duration {
 func (e *latencyEstimator) observe(d time.Duration) {
 	g := e.cur.Load()
 	e.gens[g][bucketOf(d)].Add(1)
-	if t := e.tokens.Load(); t < hedgeGuardBurst*milli {
-		e.tokens.Add(min(e.deposit, hedgeGuardBurst*milli-t))
-	}
 	total := e.total.Add(1)
-	if n := e.inCur.Add(1); n >= latencyWindow {
-		e.switchGeneration(g)
+	if total%latencyWindow == 0 {
+		e.switchGeneration(g) // this sample ends a window: the next go to a fresh generation
 	}
 	if total >= latencyWarmUp && total%latencyRecompute == 0 || total == latencyWarmUp {
 		e.recompute()
@@ -107,7 +105,6 @@ func (e *latencyEstimator) switchGeneration(from uint32) {
 	for i := range e.gens[next] {
 		e.gens[next][i].Store(0)
 	}
-	e.inCur.Store(0)
 	e.cur.Store(next)
 }
 
@@ -142,18 +139,74 @@ func (e *latencyEstimator) hedgeDelay() (time.Duration, bool) {
 	return time.Duration(d), d > 0
 }
 
-// allowTimedHedge reports whether a hedge sent on time keeps the method's
-// hedges within MaxExtraLoad of its calls: each sample earns MaxExtraLoad of
-// a hedge, up to a burst of a few, and each such hedge spends one. So a
-// sudden slowdown, before the estimate catches up, does not hedge every
-// call. It spends for the hedge if so.
-func (e *latencyEstimator) allowTimedHedge() bool {
+// A load guard keeps the hedges a method sends on time (not those that
+// replace a failed attempt, which the budget pays for like retries) within
+// MaxExtraLoad of its calls:
+//
+//   - each successful call earns MaxExtraLoad of a hedge, up to what
+//     hedgeGuardCalls calls earn (10 hedges at the default; it starts
+//     full); a hedge sent on time spends one;
+//   - once a hedge has been sent on time, further hedges are sent on time
+//     only within an eighth of the hedge delay of it (hedges due at once:
+//     the slow calls of a fan-out), or after a call of the method has
+//     succeeded since.
+//
+// So a sudden slowdown, before a learned delay catches up, hedges about
+// MaxExtraLoad of the calls, not all of them; and a blackhole, where no
+// attempt answers and none fails until the caller's deadline (so that the
+// budget learns nothing for that long), gets the hedges due at its onset
+// and then none, where retrying would spend the budget's credit. In steady
+// state it rarely refuses: slightly fewer hedges are due than it earns
+// (see latencyEstimator), and successes come between hedges.
+//
+// It is lock-free: a success with the guard full and no hedge sent since
+// the last one makes two atomic loads and writes nothing.
+type loadGuard struct {
+	tokens  atomic.Int64 // milli-hedges allowed
+	since   atomic.Int64 // unix ns of the first hedge sent on time since the last success; 0: none
+	deposit int64        // milli-hedges each successful call earns: MaxExtraLoad
+	burst   int64        // milli-hedges the guard holds at most
+}
+
+// hedgeGuardCalls is how many successful calls' earnings the guard holds:
+// 10 hedges at the default MaxExtraLoad.
+const hedgeGuardCalls = 200
+
+// hedgeWindow is the share of the hedge delay within which hedges count as
+// due at once: 1/hedgeWindow.
+const hedgeWindow = 8
+
+func newLoadGuard(h *Hedging) *loadGuard {
+	g := &loadGuard{deposit: int64(math.Round(h.MaxExtraLoad * milli))}
+	g.burst = max(milli, int64(math.Round(hedgeGuardCalls*h.MaxExtraLoad*milli)))
+	g.tokens.Store(g.burst)
+	return g
+}
+
+// earn records a successful call.
+func (g *loadGuard) earn() {
+	if g.since.Load() != 0 {
+		g.since.Store(0)
+	}
+	if t := g.tokens.Load(); t < g.burst {
+		g.tokens.Add(min(g.deposit, g.burst-t))
+	}
+}
+
+// allow reports whether a hedge may be sent on time at now by a call whose
+// hedge delay is delay, and spends for it if so.
+func (g *loadGuard) allow(now time.Time, delay time.Duration) bool {
+	t0 := now.UnixNano()
+	if first := g.since.Load(); first != 0 && t0-first > int64(delay/hedgeWindow) {
+		return false // no success since the last burst of hedges
+	}
 	for {
-		t := e.tokens.Load()
+		t := g.tokens.Load()
 		if t < milli {
 			return false
 		}
-		if e.tokens.CompareAndSwap(t, t-milli) {
+		if g.tokens.CompareAndSwap(t, t-milli) {
+			g.since.CompareAndSwap(0, t0)
 			return true
 		}
 	}

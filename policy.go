@@ -194,21 +194,43 @@ type Policy struct {
 // deadline. The first attempt to succeed (for a stream: to deliver a
 // response message) wins and the others are cancelled. A failure whose
 // class is Permanent ends the call; any other sends the next hedge at once.
-// Every hedge is paid from Policy.Budget like a retry, so an outage cannot
-// turn every call into MaxAttempts attempts.
+// Every hedge is paid from Policy.Budget like a retry: a hedge that fails,
+// or is still running when the caller's deadline ends the call, is charged
+// as a failed retry, so an outage cannot turn every call into MaxAttempts
+// attempts.
+//
+// Hedges sent on time (not those that replace a failed attempt) are also
+// held by a load guard of each method: every successful call earns
+// MaxExtraLoad of a hedge, up to what 200 calls earn (10 hedges at the
+// default), and each hedge sent on time spends one; once one has been
+// sent, another goes on time only within an eighth of the delay of it (the
+// slow calls of a fan-out are due at once) or after a call of the method
+// has succeeded. So a slowdown hedges about MaxExtraLoad of the calls, not
+// all of them, and a blackhole, where nothing answers or fails before the
+// caller's deadline, gets the hedges due at its onset and then none until
+// answers come back. The guard holds a learned delay and a fixed one,
+// except with NoBudget (which bounds nothing); a negative Delay, every
+// attempt at once, asks for MaxAttempts attempts per call and has no
+// guard (the budget still pays for them). The guard is lock-free.
 //
 // The zero Hedging learns its delay: Hedging{} hedges the slowest 5% of
 // calls of each method.
 type Hedging struct {
 	// Delay is the wait before each hedge. 0 (the default) learns it, per
-	// method, from the latencies of recent successful (and timed-out)
-	// attempts: the delay beyond which about MaxExtraLoad of calls run, so
-	// that hedges add about that much load. Negative sends every attempt
+	// method, from its recent successful calls: how long the first attempt
+	// took (or, when a hedge won, had run by then), and attempts cut by
+	// PerAttemptTimeout; fast failures are not learned. The delay is the
+	// percentile 1 - MaxExtraLoad of the last 1,000 to 2,000 of them, at
+	// least MinDelay and with no upper cap; until 20 calls have succeeded,
+	// hedges only replace failed attempts. Negative sends every attempt
 	// at once (gRFC A6's hedgingDelay of 0).
 	Delay time.Duration
-	// MaxExtraLoad is, for a learned delay, the fraction of calls that may
-	// send a hedge (default 0.05: hedge calls slower than the 95th
-	// percentile). Must be in (0, 0.5].
+	// MaxExtraLoad is the share of calls that may send a hedge on time
+	// (default 0.05): a learned delay is set where about that many calls
+	// are slower, and the load guard holds the hedges sent on time to it,
+	// for a fixed delay too. With a fixed Delay, set it above the share
+	// of calls slower than Delay (twice that leaves the guard idle in
+	// steady state). Must be in (0, 0.5].
 	MaxExtraLoad float64
 	// MinDelay is the shortest learned delay (default 1ms).
 	MinDelay time.Duration
@@ -300,7 +322,7 @@ type compiled struct {
 	methodPrefixes []string
 	idemHeader     string
 	connectWait    time.Duration // 0: retries do not wait for a connection
-	latencies      sync.Map      // method → *latencyEstimator, for a learned hedge delay
+	latencies      sync.Map      // method → *methodHedge: a hedging policy's load guard and learned delay
 }
 
 func (p Policy) compile() (*compiled, error) {

@@ -73,6 +73,9 @@ type callState struct {
 	hedgeStop StopReason // why no more hedges may be sent (0: they may)
 	replacing bool       // the next hedge replaces a failed attempt (it is not sent on time)
 	denied    int        // hedges the budget refused
+	// Attempts whose failure was reported: the first, and hedges.
+	firstFailed  bool
+	hedgesFailed int
 
 	report *CallReport // WithReport's, if given
 }
@@ -192,6 +195,9 @@ func (c *compiled) Failed(ctx context.Context, call *interceptor.Call, o interce
 	}
 	s.lastErr = err
 	s.pushback = 0
+	if call.Hedging {
+		s.attemptFailed(o.Attempt)
+	}
 	st := status.Convert(err)
 	s.lastClass = c.Classify(st, o.Trailer)
 	now := c.clock.Now()
@@ -205,6 +211,9 @@ func (c *compiled) Failed(ctx context.Context, call *interceptor.Call, o interce
 		// a cancellation did not.
 		if ctx.Err() != context.Canceled && s.lastClass != Permanent && !o.Committed {
 			c.Budget.failed(now, o.Attempt > 1, false, s.lastClass == Timeout)
+			if call.Hedging {
+				c.hedgesRanOut(call, s, now)
+			}
 		}
 		s.lastClass = Permanent
 		return stop(StopCanceled)
@@ -223,8 +232,10 @@ func (c *compiled) Failed(ctx context.Context, call *interceptor.Call, o interce
 		return stop(StopPermanent)
 	}
 	c.Budget.failed(now, o.Attempt > 1, o.Committed, s.lastClass == Timeout)
-	if s.lastClass == Timeout && call.Hedging && c.latency(call.Method) != nil {
-		c.latency(call.Method).observe(o.Elapsed) // an attempt that ran out of time says how long answers take
+	if s.lastClass == Timeout && call.Timed {
+		if m := c.hedgeMethod(call.Method); m != nil && m.est != nil {
+			m.est.observe(o.Elapsed) // an attempt that ran out of time says how long answers take
+		}
 	}
 	if call.Hedging {
 		return c.hedgeFailed(ctx, call, s, o, pb, now, deadline, hasDeadline, stop)
@@ -312,10 +323,8 @@ func (c *compiled) gaveUp(ctx context.Context, call *interceptor.Call, e *Error)
 func (c *compiled) Done(ctx context.Context, call *interceptor.Call, err error) {
 	if err == nil {
 		c.Budget.success()
-		if call.Hedging && call.Timed {
-			if e := c.latency(call.Method); e != nil {
-				e.observe(call.Elapsed)
-			}
+		if call.Hedging {
+			c.hedgeSucceeded(call)
 		}
 	}
 	if call.Hedging && call.Winner > 1 {

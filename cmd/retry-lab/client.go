@@ -68,7 +68,11 @@ func (f serveFunc) serve(c *call, now time.Duration) (time.Duration, error) { re
 //   - Done once when the call ends, with nil or the error the caller gets
 //     (Call.Winner set on success, Call.Idle the time spent waiting).
 //
-// Hedged calls (Policy.Hedging) are not modelled.
+// Hedged calls (Policy.Hedging) follow the loop of interceptor's hedged
+// calls instead (see hedged). With stream set, calls are server streams:
+// an attempt's answer is its first message, after which the call streams
+// for that long more and then ends OK (Done is told then, as the stream
+// interceptor tells it at the end of the stream).
 type client struct {
 	id       int
 	sim      *sim
@@ -76,6 +80,7 @@ type client struct {
 	srv      server
 	ch       *channel      // nil: always ready
 	deadline time.Duration // of every call, from its start; 0: none
+	stream   time.Duration // if > 0: how long a call streams after its first message
 
 	onSend func(c *call, now time.Duration) // an attempt reaches the server (may be nil)
 	onDone func(c *call)                    // a call ends (may be nil)
@@ -94,7 +99,10 @@ type call struct {
 	idleSince  time.Duration // when the last wait began
 	ctx        callContext
 	ic         interceptor.Call
-	last       error // the last attempt's error
+	last       error         // the last attempt's error
+	first      time.Duration // when the answer (a stream's first message) arrived
+	h          *hedged       // a hedged call's state (nil: not hedged)
+	hedge      hedged        // h's memory
 	ok         bool
 	reason     retry.StopReason // why a failed call stopped
 }
@@ -107,21 +115,23 @@ func (c *call) attempts() int { return c.ic.Attempts }
 func (cl *client) start() *call {
 	now := cl.sim.now
 	c := &call{cl: cl, seq: cl.seq, start: now}
+	c.ctx.call = c
 	cl.seq++
 	if cl.deadline > 0 {
 		c.dl = now + cl.deadline
-		c.ctx = callContext{deadline: epoch.Add(c.dl), has: true}
+		c.ctx = callContext{deadline: epoch.Add(c.dl), has: true, call: c}
 	}
 	ok, err := cl.dec.Begin(&c.ctx, labMethod, nil, &c.ic)
 	if err != nil || !ok {
 		panic(fmt.Sprintf("retry-lab: the policy does not retry the lab's calls (%v)", err))
 	}
-	if c.ic.Hedging {
-		panic("retry-lab: hedging policies are not modelled")
-	}
 	if t := c.ic.Timeout; t > 0 && (!c.ctx.has || now+t < c.dl) {
 		c.dl = now + t
-		c.ctx = callContext{deadline: epoch.Add(c.dl), has: true}
+		c.ctx = callContext{deadline: epoch.Add(c.dl), has: true, call: c}
+	}
+	if c.ic.Hedging {
+		cl.startHedged(c)
+		return c
 	}
 	cl.attempt(c)
 	return c
@@ -203,7 +213,7 @@ func (cl *client) attemptEnded(c *call, err error) {
 	if err == nil {
 		c.ok = true
 		c.ic.Winner = c.ic.Attempts
-		cl.finish(c, nil)
+		cl.answered(c)
 		return
 	}
 	c.last = err
@@ -214,6 +224,17 @@ func (cl *client) attemptEnded(c *call, err error) {
 	}
 	c.idleSince = cl.sim.now
 	cl.sim.step(cl.sim.now+delay, evAttempt, c, nil)
+}
+
+// answered notes the call's answer: the call ends now, or, for a stream,
+// once it has streamed.
+func (cl *client) answered(c *call) {
+	c.first = cl.sim.now
+	if cl.stream > 0 {
+		cl.sim.step(cl.sim.now+cl.stream, evStreamEnd, c, nil)
+		return
+	}
+	cl.finish(c, nil)
 }
 
 // finish ends the call: the Decider is told (Done), then the scenario.

@@ -14,6 +14,7 @@ import (
 type callContext struct {
 	deadline time.Time
 	has      bool
+	call     *call // the call it belongs to, for the hooks of a policy
 }
 
 var _ context.Context = (*callContext)(nil)

@@ -1,11 +1,13 @@
-// Command retry-lab is a deterministic policy lab: it plays retry scenarios
-// in virtual time against modelled servers, driving the package's real
-// decision code, and prints one table per scenario with a row per retry
-// budget. The same -seed gives the same numbers on every run; the default
-// set takes a few seconds of CPU.
+// Command retry-lab is a deterministic policy lab: it plays retry and
+// hedging scenarios in virtual time against modelled servers, driving the
+// package's real decision code, and prints one table per scenario with a
+// row per retry budget (or, for hedging, per policy). The same -seed gives
+// the same numbers on every run; the default set takes a few seconds of
+// CPU.
 //
 //	go run ./cmd/retry-lab
 //	go run ./cmd/retry-lab -scenario outage,meta -policy credit,throttle
+//	go run ./cmd/retry-lab -scenario tail,ttft,hedge-outage,blackhole
 //	go run ./cmd/retry-lab -credit 0.1,0.05,3,20 -credit 0.1,0.05,3,100
 //	go run ./cmd/retry-lab -scenario meta -meta-busy-clients 1 -meta-busy-util 0.95
 //	go run ./cmd/retry-lab -sweep    # CreditBudget parameters against the targets (minutes)
@@ -28,7 +30,10 @@
 // real call whose context has not noticed yet. A retry on a channel that is
 // not ready waits for it (Call.ConnectWait), bounded by the attempt's and
 // the caller's deadlines; if the caller's deadline ends the wait, Failed is
-// told the attempt did not start, as the interceptor does.
+// told the attempt did not start, as the interceptor does. Hedged calls
+// follow the interceptor's hedge loop instead, mirrored the same way (see
+// hedged): Hedge when the hedge timer fires, Failed for each attempt that
+// fails, the first success winning and the others cancelled unheard.
 //
 // Common set-up: MaxAttempts 4, backoff 50ms doubling to 1s with full
 // jitter, one budget per client, successful attempts take 1s, failed ones
@@ -85,14 +90,32 @@
 //     the wait for the channel as well as the attempt (as in the
 //     interceptor). Reported over the calls hit: in flight at the drop or
 //     started before the channel was back; 20 restarts, each a fresh client.
+//   - T, tail: attempts take a log-normal time (median 100ms, σ 0.3), and
+//     2% or 5% of them, drawn independently, ten times as long; 10 clients
+//     × 100 calls/s, 100s measured after 20s of warm-up. Rows: no hedging,
+//     fixed hedge delays at the healthy p90, p95 and p99, the learned delay,
+//     with 2 and 3 attempts. Reported: p50, p99, p99.9, hedges per call,
+//     hedges refused, the mean delay. T', the same for token streams: the
+//     tail is in the time to the first token, which decides the race.
+//   - H, hedging in an outage: 50 clients at 1 or 20 calls/s with 1s
+//     deadlines; after 30s on the tail's server (2% stragglers), every
+//     attempt fails in 1ms for 30s. H', a blackhole: no attempt is
+//     answered, each is cut by its per-attempt timeout or the deadline.
+//     Rows: retrying (PerAttemptTimeout 300ms) and hedging with a fixed
+//     and a learned delay, under the default budget and the A6 throttle.
+//     Reported as B: attempts per call, healthy and in steady state, the
+//     first second's load, the onset's extra attempts per client.
 //
 // # Budgets
 //
-// The rows are retry.NoBudget, retry.NewThrottle(10, 0.1) (gRFC A6),
-// the former ratio budget, the default retry.DefaultCreditBudget(),
-// -credit rows of retry.NewCreditBudget, and credit budgets prototyped in
-// the lab (see creditProto): a budget the root package does not have yet,
-// played through the same seam, to measure a rule before it is written.
+// The rows of scenarios A to R are retry.NoBudget, retry.NewThrottle(10,
+// 0.1) (gRFC A6), the former ratio budget, the default
+// retry.DefaultCreditBudget(), -credit rows of retry.NewCreditBudget, and
+// credit budgets prototyped in the lab (see creditProto): a budget the root
+// package does not have yet, played through the same seam, to measure a
+// rule before it is written. Scenarios T to H' have rows of their own
+// (hedging policies, each naming its budget), which -policy does not
+// change.
 package main
 
 import (
@@ -103,6 +126,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strings"
 )
 
@@ -258,9 +282,11 @@ func run(w io.Writer, cfg config) {
 	fmt.Fprintf(w, "retry-lab: virtual time, seed %d. Every client: MaxAttempts %d, backoff %v doubling to %v, full jitter,\n",
 		cfg.seed, labMaxAttempts, labInitialBackoff, labMaxBackoff)
 	fmt.Fprintln(w, "its own budget; successful attempts take 1s, failed ones 1ms (unless a scenario says otherwise).")
-	fmt.Fprintln(w, "budgets:")
-	for _, p := range cfg.policies {
-		fmt.Fprintf(w, "  %-24s %s\n", p.name, p.desc)
+	if slices.ContainsFunc(cfg.scenarios, func(s scenario) bool { return s.rows == nil }) {
+		fmt.Fprintln(w, "budgets:")
+		for _, p := range cfg.policies {
+			fmt.Fprintf(w, "  %-24s %s\n", p.name, p.desc)
+		}
 	}
 	res := play(cfg.seed, cfg.scenarios, cfg.policies, cfg.parallel)
 	printTables(w, cfg.scenarios, cfg.policies, res)

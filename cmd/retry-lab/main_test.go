@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"io"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 )
@@ -59,6 +61,11 @@ func TestDeterministicRuns(t *testing.T) {
 		"outage": func() any { return runOutage(7, credit, 20) },
 		"steady": func() any { return runSteady(7, credit, 0.2, false) },
 		"meta":   func() any { return runMeta(7, credit, 0.9, 10, testMeta) },
+		"tail": func() any {
+			m := tailBase
+			m.straggle = 0.05
+			return runTail(7, row(t, hedgeRows(m), "adaptive/2"), m, true, 10*time.Second)
+		},
 	} {
 		if a, b := f(), f(); !equalResults(a, b) {
 			t.Errorf("%s: two runs differ: %+v, %+v", name, a, b)
@@ -67,6 +74,11 @@ func TestDeterministicRuns(t *testing.T) {
 }
 
 func equalResults(a, b any) bool {
+	if ta, ok := a.(tailResult); ok {
+		tb := b.(tailResult)
+		return slices.Equal(ta.lat, tb.lat) && ta.calls == tb.calls && ta.attempts == tb.attempts &&
+			ta.denied == tb.denied && ta.delay == tb.delay && ta.hedging == tb.hedging
+	}
 	ma, ok := a.(metaResult)
 	if !ok {
 		return a == b

@@ -31,11 +31,13 @@ func labPolicy(b retry.Budget) retry.Policy {
 }
 
 // policySpec is one row of the tables: the budget that each simulated
-// client gets (a new one per client).
+// client gets (a new one per client) and, in the hedging scenarios, how the
+// row's policy differs from the scenario's.
 type policySpec struct {
 	name, desc string
 	budget     func() retry.Budget // the package's budgets
 	proto      func() seam.Budget  // or a budget prototyped in the lab
+	tweak      func(*retry.Policy) // if set, changes the scenario's policy for this row
 }
 
 // decider compiles p, with spec's budget (a new one) and the given clock
@@ -43,6 +45,9 @@ type policySpec struct {
 // returns the budget if it is a prototype (nil otherwise).
 func (spec policySpec) decider(p retry.Policy, now func() time.Time, rnd func() float64) (interceptor.Decider, seam.Budget) {
 	cfg := seam.Config{Now: now, Rand: rnd}
+	if spec.tweak != nil {
+		spec.tweak(&p)
+	}
 	if spec.proto != nil {
 		cfg.Budget = spec.proto()
 	} else {

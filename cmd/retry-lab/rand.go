@@ -33,4 +33,5 @@ const (
 	saltChannel
 	saltArrival
 	saltSize
+	saltTail
 )

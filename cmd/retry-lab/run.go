@@ -19,8 +19,9 @@ func play(seed uint64, scens []scenario, specs []policySpec, par int) results {
 	var jobs []job
 	res := make(results, len(scens))
 	for s, sc := range scens {
-		res[s] = make([][]any, len(specs))
-		for p := range specs {
+		rows := sc.rowsOf(specs)
+		res[s] = make([][]any, len(rows))
+		for p := range rows {
 			res[s][p] = make([]any, sc.variants)
 			for v := range sc.variants {
 				jobs = append(jobs, job{s, p, v})
@@ -32,7 +33,8 @@ func play(seed uint64, scens []scenario, specs []policySpec, par int) results {
 	for range max(par, 1) {
 		wg.Go(func() {
 			for j := range next {
-				res[j.s][j.p][j.v] = scens[j.s].run(seed, specs[j.p], j.v)
+				sc := scens[j.s]
+				res[j.s][j.p][j.v] = sc.run(seed, sc.rowsOf(specs)[j.p], j.v)
 			}
 		})
 	}
@@ -51,10 +53,16 @@ func printTables(w io.Writer, scens []scenario, specs []policySpec, res results)
 		for _, l := range sc.about {
 			fmt.Fprintf(w, "  %s\n", l)
 		}
+		if sc.rows != nil {
+			fmt.Fprintln(w, "  rows:")
+			for _, r := range sc.rows {
+				fmt.Fprintf(w, "    %-24s %s\n", r.name, r.desc)
+			}
+		}
 		fmt.Fprintln(w)
 		tw := newTable(w)
 		fmt.Fprintf(tw, "policy\t%s\t\n", strings.Join(sc.header, "\t"))
-		for p, spec := range specs {
+		for p, spec := range sc.rowsOf(specs) {
 			fmt.Fprintf(tw, "%s\t%s\t\n", spec.name, strings.Join(sc.cells(res[s][p]), "\t"))
 		}
 		tw.Flush()

@@ -15,6 +15,18 @@ type scenario struct {
 	cells    func(rs []any) []string
 	// targets are the goals a budget is judged on (for -sweep).
 	targets []target
+	// rows, if set, are the scenario's own rows (policies that differ in
+	// more than their budget: the hedging scenarios), played instead of
+	// the -policy budgets.
+	rows []policySpec
+}
+
+// rowsOf returns the rows of sc's table: its own, or specs.
+func (sc scenario) rowsOf(specs []policySpec) []policySpec {
+	if sc.rows != nil {
+		return sc.rows
+	}
+	return specs
 }
 
 // target is a goal on one scenario's results.
@@ -26,5 +38,6 @@ type target struct {
 // allScenarios returns every scenario, scenario E with model m.
 func allScenarios(m metaModel) []scenario {
 	return []scenario{burstScenario(false), burstScenario(true), outageScenario(), steadyScenario(false), steadyScenario(true),
-		quietScenario(), metaScenario(m), restartScenario()}
+		quietScenario(), metaScenario(m), restartScenario(), tailScenario(false), tailScenario(true),
+		hedgeOutageScenario(false), hedgeOutageScenario(true)}
 }

@@ -22,6 +22,7 @@ type sim struct {
 // call (without the allocation of a closure, on the hot path).
 type event struct {
 	kind eventKind
+	n    int32 // hedged calls: the attempt (evHedgeEnded) or the timer's generation (evHedgeFire)
 	c    *call
 	err  error
 	fn   func()
@@ -30,10 +31,14 @@ type event struct {
 type eventKind uint8
 
 const (
-	evFunc    eventKind = iota // fn()
-	evAttempt                  // c.cl.attempt(c)
-	evSend                     // c.cl.send(c)
-	evEnded                    // c.cl.attemptEnded(c, err)
+	evFunc          eventKind = iota // fn()
+	evAttempt                        // c.cl.attempt(c)
+	evSend                           // c.cl.send(c)
+	evEnded                          // c.cl.attemptEnded(c, err)
+	evHedgeFire                      // c.cl.hedgeFire(c, n)
+	evHedgeEnded                     // c.cl.hedgeEnded(c, n, err)
+	evHedgeDeadline                  // c.cl.hedgeDeadline(c)
+	evStreamEnd                      // c.cl.finish(c, nil): a stream's last message
 )
 
 type item struct {
@@ -53,6 +58,11 @@ func (s *sim) at(t time.Duration, fn func()) { s.push(t, event{fn: fn}) }
 // step schedules a step of the attempt loop on c at t.
 func (s *sim) step(t time.Duration, kind eventKind, c *call, err error) {
 	s.push(t, event{kind: kind, c: c, err: err})
+}
+
+// stepN schedules a step of a hedged call's loop on c at t.
+func (s *sim) stepN(t time.Duration, kind eventKind, c *call, n int32, err error) {
+	s.push(t, event{kind: kind, c: c, n: n, err: err})
 }
 
 func (s *sim) push(t time.Duration, e event) {
@@ -95,6 +105,14 @@ func (s *sim) run() {
 			e.c.cl.send(e.c)
 		case evEnded:
 			e.c.cl.attemptEnded(e.c, e.err)
+		case evHedgeFire:
+			e.c.cl.hedgeFire(e.c, e.n)
+		case evHedgeEnded:
+			e.c.cl.hedgeEnded(e.c, e.n, e.err)
+		case evHedgeDeadline:
+			e.c.cl.hedgeDeadline(e.c)
+		case evStreamEnd:
+			e.c.cl.finish(e.c, nil)
 		}
 	}
 }

@@ -59,8 +59,9 @@ type CreditBudgetConfig struct {
 // outweigh timeouts. While in credit it costs nothing, so a replica that
 // hangs (instead of failing fast) is still retried in full.
 //
-// It is lock-free: a call that succeeds while the balance is full makes one
-// atomic load and writes nothing.
+// It is safe for concurrent use and lock-free: a call that succeeds while
+// the balance is full makes one atomic load and writes nothing, so calls on
+// many cores do not contend for its memory.
 type CreditBudget struct {
 	cfg CreditBudgetConfig
 	err error
@@ -71,8 +72,33 @@ type CreditBudget struct {
 	nsPerMilli int64 // the floor earns one milli-retry every nsPerMilli ns; 0: no floor
 	fillSpan   int64 // ns of floor credit that fill the balance from its lowest
 
-	balance atomic.Int64 // milli-retries
-	earned  atomic.Int64 // unix ns up to which the floor has been paid in; notEarned: not yet
+	balance counted // milli-retries
+	earned  counted // unix ns up to which the floor has been paid in; notEarned: not yet
+}
+
+// counted is an atomic int64 whose writes tests can count. Its writes are
+// the only ones to a CreditBudget's shared memory after construction.
+type counted struct {
+	v      atomic.Int64
+	writes *atomic.Int64 // set by tests only: counts Store and CompareAndSwap calls (successful or not)
+}
+
+func (c *counted) Load() int64 { return c.v.Load() }
+
+func (c *counted) Store(x int64) {
+	c.wrote()
+	c.v.Store(x)
+}
+
+func (c *counted) CompareAndSwap(old, x int64) bool {
+	c.wrote()
+	return c.v.CompareAndSwap(old, x)
+}
+
+func (c *counted) wrote() {
+	if c.writes != nil {
+		c.writes.Add(1)
+	}
 }
 
 // notEarned marks a budget whose floor has not been paid in yet.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -353,6 +354,60 @@ func TestBudgetValidation(t *testing.T) {
 		if err := (Policy{Budget: b}).Validate(); !errors.As(err, &pe) || pe.Field != "Budget" {
 			t.Errorf("Validate() = %v, want a PolicyError on Budget", err)
 		}
+	}
+	// A switch that turns a field off, with that field set: the error
+	// names the field, its value and the switch.
+	for _, tc := range []struct {
+		cfg  CreditBudgetConfig
+		want string
+	}{
+		{CreditBudgetConfig{Ratio: 0.2, NoDeposits: true}, "CreditBudgetConfig.Ratio 0.2: must be 0 with NoDeposits"},
+		{CreditBudgetConfig{PerSecond: 1, NoFloor: true}, "CreditBudgetConfig.PerSecond 1: must be 0 with NoFloor"},
+		{CreditBudgetConfig{MaxDebt: 5, NoDebt: true}, "CreditBudgetConfig.MaxDebt 5: must be 0 with NoDebt"},
+	} {
+		var pe *PolicyError
+		err := (Policy{Budget: NewCreditBudget(tc.cfg)}).Validate()
+		if !errors.As(err, &pe) || pe.Field != "Budget" || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "CreditBudget{") {
+			t.Errorf("%+v: Validate() = %v, want a PolicyError on Budget saying %q", tc.cfg, err, tc.want)
+		}
+	}
+	for _, cfg := range []CreditBudgetConfig{{NoDeposits: true}, {NoFloor: true}, {NoDebt: true}, {NoDeposits: true, NoFloor: true, NoDebt: true}} {
+		if err := (Policy{Budget: NewCreditBudget(cfg)}).Validate(); err != nil {
+			t.Errorf("%+v: Validate() = %v, want nil", cfg, err)
+		}
+	}
+}
+
+// TestCreditBudgetNoDebt: NoDebt keeps the balance at zero or above
+// (MaxDebt 0 alone means the default, 20): failed retries beyond the
+// credit are forgiven, and the next deposit opens the budget again.
+func TestCreditBudgetNoDebt(t *testing.T) {
+	t0 := time.Unix(1_000_000, 0)
+	if got := NewCreditBudget(CreditBudgetConfig{}).Config().MaxDebt; got != DefaultCreditMaxDebt {
+		t.Fatalf("MaxDebt 0 gives %v, want the default %v", got, DefaultCreditMaxDebt)
+	}
+	b := NewCreditBudget(CreditBudgetConfig{NoFloor: true, NoDebt: true})
+	if cfg := b.Config(); cfg.MaxDebt != 0 || !cfg.NoDebt {
+		t.Fatalf("Config() = %+v, want MaxDebt 0 and NoDebt", cfg)
+	}
+	for range 10 {
+		b.failed(t0, true, false, false)
+		b.failed(t0, false, false, true) // a first attempt's timeout, at zero
+	}
+	if b.Balance() != 0 || b.tryRetry(t0) {
+		t.Fatalf("balance %v after 10 failed retries from 3, want 0 and retries refused", b.Balance())
+	}
+	b.success()
+	if b.Balance() != 0.1 || !b.tryRetry(t0) {
+		t.Fatalf("balance %v after a success, want 0.1 and a retry allowed", b.Balance())
+	}
+	// With the floor: from zero, 20 ms earn the one milli-retry that opens it.
+	f := NewCreditBudget(CreditBudgetConfig{NoDeposits: true, NoDebt: true})
+	for range 10 {
+		f.failed(t0, true, false, false)
+	}
+	if f.tryRetry(t0.Add(19*time.Millisecond)) || !f.tryRetry(t0.Add(20*time.Millisecond)) || f.balance.Load() != 1 {
+		t.Fatalf("balance %d milli-retries, want 1 after 20ms at 0.05/s from zero", f.balance.Load())
 	}
 }
 

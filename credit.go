@@ -25,10 +25,12 @@ type CreditBudgetConfig struct {
 	// MaxDebt is how far below zero the balance may fall (default 20
 	// retries): failed retries beyond it are forgiven, so that recovering
 	// from a burst never takes longer than earning MaxDebt back. Must be
-	// finite and at least 0.
+	// finite and at least 0; set NoDebt to make it 0.
 	MaxDebt float64
-	// NoDeposits and NoFloor turn Ratio and PerSecond off.
-	NoDeposits, NoFloor bool
+	// NoDeposits, NoFloor and NoDebt turn Ratio, PerSecond and MaxDebt
+	// off (0, which otherwise means the default). Each is an error
+	// together with a non-zero value of the field it turns off.
+	NoDeposits, NoFloor, NoDebt bool
 }
 
 // CreditBudget is the default Budget. A retry is sent on credit and paid for
@@ -129,17 +131,17 @@ func NewCreditBudget(cfg CreditBudgetConfig) *CreditBudget {
 	if cfg.Max == 0 {
 		cfg.Max = DefaultCreditMax
 	}
-	if cfg.MaxDebt == 0 {
+	if cfg.MaxDebt == 0 && !cfg.NoDebt {
 		cfg.MaxDebt = DefaultCreditMaxDebt
-	}
-	if cfg.NoDeposits {
-		cfg.Ratio = 0
-	}
-	if cfg.NoFloor {
-		cfg.PerSecond = 0
 	}
 	b := &CreditBudget{cfg: cfg}
 	switch {
+	case cfg.NoDeposits && cfg.Ratio != 0:
+		b.err = fmt.Errorf("CreditBudgetConfig.Ratio %v: must be 0 with NoDeposits", cfg.Ratio)
+	case cfg.NoFloor && cfg.PerSecond != 0:
+		b.err = fmt.Errorf("CreditBudgetConfig.PerSecond %v: must be 0 with NoFloor", cfg.PerSecond)
+	case cfg.NoDebt && cfg.MaxDebt != 0:
+		b.err = fmt.Errorf("CreditBudgetConfig.MaxDebt %v: must be 0 with NoDebt", cfg.MaxDebt)
 	case !(cfg.Ratio >= 0 && cfg.Ratio <= 1):
 		b.err = fmt.Errorf("CreditBudgetConfig.Ratio %v: must be in [0, 1]", cfg.Ratio)
 	case !(cfg.PerSecond >= 0) || math.IsInf(cfg.PerSecond, 0):
@@ -170,6 +172,10 @@ func NewCreditBudget(cfg CreditBudgetConfig) *CreditBudget {
 
 // Config returns the budget's settings, defaults filled in.
 func (b *CreditBudget) Config() CreditBudgetConfig { return b.cfg }
+
+// String describes the budget by its settings, defaults filled in (as in
+// the error of Policy.Validate).
+func (b *CreditBudget) String() string { return fmt.Sprintf("CreditBudget%+v", b.cfg) }
 
 func (b *CreditBudget) validate() error { return b.err }
 

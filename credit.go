@@ -25,10 +25,12 @@ type CreditBudgetConfig struct {
 	// MaxDebt is how far below zero the balance may fall (default 20
 	// retries): failed retries beyond it are forgiven, so that recovering
 	// from a burst never takes longer than earning MaxDebt back. Must be
-	// finite and at least 0.
+	// finite and at least 0; set NoDebt to make it 0.
 	MaxDebt float64
-	// NoDeposits and NoFloor turn Ratio and PerSecond off.
-	NoDeposits, NoFloor bool
+	// NoDeposits, NoFloor and NoDebt turn Ratio, PerSecond and MaxDebt
+	// off (0, which otherwise means the default). Each is an error
+	// together with a non-zero value of the field it turns off.
+	NoDeposits, NoFloor, NoDebt bool
 }
 
 // CreditBudget is the default Budget. A retry is sent on credit and paid for
@@ -47,9 +49,31 @@ type CreditBudgetConfig struct {
 // retries that succeed cost nothing; while a sustained outage, where every
 // retry fails, drains the balance and holds retries to what deposits and
 // the floor pay for: about Ratio of the successful calls plus PerSecond per
-// second. The price is at an outage's onset: until the first retries have
-// failed, the budget cannot tell the outage from a burst, so the calls in
-// flight at that moment may each get one retry.
+// second.
+//
+// What it costs, measured with the module's policy lab (go run
+// ./cmd/retry-lab: 50 clients, each with its own default budget,
+// MaxAttempts 4, 1 s calls):
+//
+//   - An outage's onset. Until retries have failed, the budget cannot tell
+//     the outage from a burst of transient failures: each call in flight
+//     at the onset is allowed a retry, and the credit held pays for about
+//     Max more. The onset costs about the calls in flight plus Max retries
+//     per client: 3.7, 22.1 and 202.1 retries more than the steady state
+//     with 1, 20 and 200 calls in flight. After that, retries are held to
+//     what the floor pays for.
+//   - The time after a sustained outage. The outage leaves the balance in
+//     debt, down to -MaxDebt, and nothing is retried until successes and
+//     the floor have paid it back: about 10 s at 1 to 20 calls per second,
+//     2 s at 200.
+//   - Heavy failure. Retries that fail are paid from deposits: at 20
+//     calls per second with half of all attempts failing at random, 55.44%
+//     of calls succeed (93.72% without a budget, at 1.88 attempts per call
+//     against 1.11).
+//   - The timeout rule's price (below). When the failures are timeouts, the
+//     budget stays closed once they outnumber what successes pay for: with
+//     20% of attempts timing out, 91.94% of calls succeed, against 99.18%
+//     when the same failures fail fast.
 //
 // The timeout rule is for overload: a retry that times out is charged only
 // a whole per-attempt timeout after it was allowed, and a busy client would
@@ -59,8 +83,9 @@ type CreditBudgetConfig struct {
 // outweigh timeouts. While in credit it costs nothing, so a replica that
 // hangs (instead of failing fast) is still retried in full.
 //
-// It is lock-free: a call that succeeds while the balance is full makes one
-// atomic load and writes nothing.
+// It is safe for concurrent use and lock-free: a call that succeeds while
+// the balance is full makes one atomic load and writes nothing, so calls on
+// many cores do not contend for its memory.
 type CreditBudget struct {
 	cfg CreditBudgetConfig
 	err error
@@ -71,8 +96,33 @@ type CreditBudget struct {
 	nsPerMilli int64 // the floor earns one milli-retry every nsPerMilli ns; 0: no floor
 	fillSpan   int64 // ns of floor credit that fill the balance from its lowest
 
-	balance atomic.Int64 // milli-retries
-	earned  atomic.Int64 // unix ns up to which the floor has been paid in; notEarned: not yet
+	balance counted // milli-retries
+	earned  counted // unix ns up to which the floor has been paid in; notEarned: not yet
+}
+
+// counted is an atomic int64 whose writes tests can count. Its writes are
+// the only ones to a CreditBudget's shared memory after construction.
+type counted struct {
+	v      atomic.Int64
+	writes *atomic.Int64 // set by tests only: counts Store and CompareAndSwap calls (successful or not)
+}
+
+func (c *counted) Load() int64 { return c.v.Load() }
+
+func (c *counted) Store(x int64) {
+	c.wrote()
+	c.v.Store(x)
+}
+
+func (c *counted) CompareAndSwap(old, x int64) bool {
+	c.wrote()
+	return c.v.CompareAndSwap(old, x)
+}
+
+func (c *counted) wrote() {
+	if c.writes != nil {
+		c.writes.Add(1)
+	}
 }
 
 // notEarned marks a budget whose floor has not been paid in yet.
@@ -103,17 +153,17 @@ func NewCreditBudget(cfg CreditBudgetConfig) *CreditBudget {
 	if cfg.Max == 0 {
 		cfg.Max = DefaultCreditMax
 	}
-	if cfg.MaxDebt == 0 {
+	if cfg.MaxDebt == 0 && !cfg.NoDebt {
 		cfg.MaxDebt = DefaultCreditMaxDebt
-	}
-	if cfg.NoDeposits {
-		cfg.Ratio = 0
-	}
-	if cfg.NoFloor {
-		cfg.PerSecond = 0
 	}
 	b := &CreditBudget{cfg: cfg}
 	switch {
+	case cfg.NoDeposits && cfg.Ratio != 0:
+		b.err = fmt.Errorf("CreditBudgetConfig.Ratio %v: must be 0 with NoDeposits", cfg.Ratio)
+	case cfg.NoFloor && cfg.PerSecond != 0:
+		b.err = fmt.Errorf("CreditBudgetConfig.PerSecond %v: must be 0 with NoFloor", cfg.PerSecond)
+	case cfg.NoDebt && cfg.MaxDebt != 0:
+		b.err = fmt.Errorf("CreditBudgetConfig.MaxDebt %v: must be 0 with NoDebt", cfg.MaxDebt)
 	case !(cfg.Ratio >= 0 && cfg.Ratio <= 1):
 		b.err = fmt.Errorf("CreditBudgetConfig.Ratio %v: must be in [0, 1]", cfg.Ratio)
 	case !(cfg.PerSecond >= 0) || math.IsInf(cfg.PerSecond, 0):
@@ -144,6 +194,10 @@ func NewCreditBudget(cfg CreditBudgetConfig) *CreditBudget {
 
 // Config returns the budget's settings, defaults filled in.
 func (b *CreditBudget) Config() CreditBudgetConfig { return b.cfg }
+
+// String describes the budget by its settings, defaults filled in (as in
+// the error of Policy.Validate).
+func (b *CreditBudget) String() string { return fmt.Sprintf("CreditBudget%+v", b.cfg) }
 
 func (b *CreditBudget) validate() error { return b.err }
 

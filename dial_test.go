@@ -1,13 +1,16 @@
 package retry_test
 
 import (
+	"context"
 	"errors"
 	"io"
 	"slices"
+	"sync"
 	"testing"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/seed4f82f287/retry"
@@ -119,9 +122,9 @@ func TestDialOptionsDisableServiceConfigRetry(t *testing.T) {
 
 // TestDialOptionsShareOneBudget: with a nil Policy.Budget, the unary and
 // stream interceptors of DialOptions draw on one default budget. Unary
-// calls to a dead server spend it; a stream is then refused a retry too.
-// Unary and Stream built separately each have their own budget, so there
-// the stream still retries.
+// calls to a dead server put it in debt; a stream is then refused a retry
+// too. Unary and Stream built separately each have their own budget, so
+// there the stream still retries.
 func TestDialOptionsShareOneBudget(t *testing.T) {
 	p := testPolicy(2)
 	p.Budget = nil // the default budget
@@ -138,17 +141,50 @@ func TestDialOptionsShareOneBudget(t *testing.T) {
 		}, retry.StopMaxAttempts},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			client := start(t, alwaysUnavailable(), tc.opts...)
-			ctx := testCtx(t)
-			spent := false
-			// The default budget holds 10 retries, earns 0.1 a call and
-			// allows 1 a second besides: a few dozen fast calls spend it.
-			for i := 0; i < 50 && !spent; i++ {
-				_, err := client.Generate(ctx, &inferencev1.GenerateRequest{})
-				spent = asRetryError(t, err).Reason == retry.StopBudget
+			// The default budget starts with 3 retries and charges a
+			// retry only once it has failed. calls concurrent calls
+			// each get their retry (nothing has failed yet); the server
+			// holds the retries until all have arrived, then fails them
+			// all: the balance falls to 3 - calls = -5. Its floor earns
+			// 0.05 retry a second, so it stays closed for the next 100 s
+			// whatever the machine's speed (at exactly 0 the floor's
+			// first milli-retry, 20 ms later, would open it again).
+			const calls = 8
+			var mu sync.Mutex
+			retries := 0
+			release := make(chan struct{})
+			srv := alwaysUnavailable()
+			srv.generate = func(ctx context.Context, _ int) (string, error) {
+				md, _ := metadata.FromIncomingContext(ctx)
+				if len(md.Get(retry.PreviousAttemptsHeader)) > 0 {
+					mu.Lock()
+					if retries++; retries == calls {
+						close(release)
+					}
+					mu.Unlock()
+					select {
+					case <-release:
+					case <-ctx.Done():
+					}
+				}
+				return "", status.Error(codes.Unavailable, "down")
 			}
-			if !spent {
-				t.Fatal("50 failing unary calls did not spend the default budget")
+			client := start(t, srv, tc.opts...)
+			ctx := testCtx(t)
+			var wg sync.WaitGroup
+			errs := make([]error, calls)
+			for i := range calls {
+				wg.Go(func() { _, errs[i] = client.Generate(ctx, &inferencev1.GenerateRequest{}) })
+			}
+			wg.Wait()
+			for _, err := range errs {
+				if e := asRetryError(t, err); e.Reason != retry.StopMaxAttempts || e.Attempts != 2 {
+					t.Fatalf("concurrent call stopped with %v after %d attempt(s), want %v after 2", e.Reason, e.Attempts, retry.StopMaxAttempts)
+				}
+			}
+			_, err := client.Generate(ctx, &inferencev1.GenerateRequest{})
+			if e := asRetryError(t, err); e.Reason != retry.StopBudget {
+				t.Fatalf("unary call after %d failed retries stopped with %v, want %v", calls, e.Reason, retry.StopBudget)
 			}
 			stream, err := client.StreamGenerate(ctx, &inferencev1.StreamGenerateRequest{})
 			if err != nil {

@@ -129,14 +129,26 @@ func errorText(err error) string {
 // client at 20 calls/s stopped by its budget logs one line every 10s,
 // not 200. Debug entries are not aggregated.
 //
-// Like LogRetries it is safe for concurrent use if l is, and panics if l is
-// nil.
+// The count of a window is reported only with the next warning for the
+// same method and reason, whenever that comes: the give-ups suppressed
+// after the last warning (those that ended an outage, say) are never
+// reported if no give-up of that method and reason follows. Where every
+// give-up counts, count them in a hook of your own (one OnGiveUp function
+// can call it and this one) or with Policy.Metrics (budget stops). Nothing
+// runs in the background: the aggregation keeps a few words per method
+// and reason seen, for as long as the hook is kept.
+//
+// Like LogRetries it is safe for concurrent use if l is (concurrent
+// give-ups of one method and reason log one warning a window between
+// them, and each of the others is counted once), and panics if l is nil.
 func LogGiveUps(l logging.Logger) func(GiveUpEvent) {
 	return LogGiveUpsEvery(l, 10*time.Second)
 }
 
 // LogGiveUpsEvery is LogGiveUps with the warnings of each method and reason
-// logged at most once per every (0: every one, no aggregation).
+// logged at most once per every instead of once per 10 seconds. An every of
+// 0 or less turns the aggregation off: every warning is logged, with
+// grpc.retry.suppressed 0.
 func LogGiveUpsEvery(l logging.Logger, every time.Duration) func(GiveUpEvent) {
 	if l == nil {
 		panic("retry.LogGiveUps: nil Logger")

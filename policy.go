@@ -68,18 +68,31 @@ type Policy struct {
 
 	// ConnectWait is the longest a retry waits for the client's channel to
 	// have a ready connection before it is sent (default 10s; negative: do
-	// not wait). The wait is no longer than PerAttemptTimeout either, ends
-	// with the caller's deadline, and does not count against the attempt's
-	// own PerAttemptTimeout, which starts once the retry is sent. It sends
-	// nothing: a retry after a restart or a
-	// lost connection goes out once gRPC has reconnected, instead of
-	// failing at once against a channel in TRANSIENT_FAILURE (gRPC's own
-	// reconnect backoff is about a second). If the caller's deadline ends
-	// the wait, the call returns the last attempt's error (StopDeadline).
-	// The first attempt is sent as the caller asked (gRPC's default fails
-	// at once on a channel without a connection; grpc.WaitForReady(true)
-	// waits). A call with grpc.WaitForReady(false) set explicitly does not
-	// wait on its retries either.
+	// not wait). It sends nothing: a retry after a restart or a lost
+	// connection goes out once gRPC has reconnected, instead of failing at
+	// once against a channel in TRANSIENT_FAILURE (gRPC's own reconnect
+	// backoff is about a second at first, and grows). A restart shorter
+	// than the wait then costs the call latency, not an error.
+	//
+	// The wait ends with the caller's deadline (the call then returns the
+	// last attempt's error, StopDeadline); without a deadline a retry waits
+	// at most ConnectWait, and is then sent whatever the channel's state.
+	// The wait is no longer than PerAttemptTimeout either, and does not
+	// count against the attempt's own PerAttemptTimeout, which starts once
+	// the retry is sent. A PerAttemptTimeout shorter than the server's
+	// reconnect time therefore cuts the wait, and the retry fails fast and
+	// is charged to the budget: in the policy lab's restart scenario (the
+	// default budget, a 1s restart, gRPC's reconnect backoff bringing the
+	// channel back 1s to 2.9s after the drop) 100% of the calls hit
+	// succeed with no PerAttemptTimeout, 61.3% with a 2s one. Set
+	// PerAttemptTimeout above the reconnect time, or leave it 0.
+	//
+	// The first attempt is sent as the caller asked: gRPC's default fails it
+	// at once on a channel without a connection; with the caller's
+	// grpc.WaitForReady(true) every attempt, the first included, also waits
+	// inside gRPC for a connection, up to the deadline or the attempt's
+	// PerAttemptTimeout. A call with grpc.WaitForReady(false) set explicitly
+	// does not wait on its retries either.
 	ConnectWait time.Duration
 
 	// MaxPushback is the longest server pushback (grpc-retry-pushback-ms or

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -46,6 +48,84 @@ func TestUnaryNotRetriedAfterResponseHeaders(t *testing.T) {
 	wantCalls(t, s, methodGenerate, 1)
 	if got := hdr.Get("x-model"); len(got) != 1 || got[0] != "m1" {
 		t.Fatalf("the caller's grpc.Header got %v, want the attempt's headers", hdr)
+	}
+}
+
+// TestUnaryCommitWithInterceptorCaptures: the same commit rule when the
+// caller asks for no headers or trailer, so that the interceptor reads its
+// own captures: a handler that sends headers and then fails runs once; a
+// trailers-only failure is retried.
+func TestUnaryCommitWithInterceptorCaptures(t *testing.T) {
+	t.Run("headers, then Unavailable", func(t *testing.T) {
+		s := &stubServer{}
+		s.GenerateF = func(ctx context.Context, req *inferencev1.GenerateRequest) (*inferencev1.GenerateResponse, error) {
+			if err := grpc.SendHeader(ctx, metadata.Pairs("x-model", "m1")); err != nil {
+				return nil, err
+			}
+			return nil, status.Error(codes.Unavailable, "failed after headers")
+		}
+		c := dial(t, s, fastPolicy())
+		_, err := c.Generate(callCtx(t, 10*time.Second), &inferencev1.GenerateRequest{Prompt: "p"})
+		wantStop(t, err, codes.Unavailable, retry.StopCommitted, 1)
+		wantCalls(t, s, methodGenerate, 1)
+	})
+	t.Run("trailers-only Unavailable", func(t *testing.T) {
+		s := &stubServer{}
+		script(s, unavailable)
+		c := dial(t, s, fastPolicy())
+		if err := generate(callCtx(t, 10*time.Second), c); err != nil {
+			t.Fatalf("Generate: %v, want OK after a retry", err)
+		}
+		wantCalls(t, s, methodGenerate, 2)
+	})
+}
+
+// TestStreamTrailerCommits: a stream's Trailer() commits it, as grpc-go's
+// does: an attempt that then fails, retryably and before any response
+// header, is not retried (StopCommitted). Without the Trailer() call the
+// same failure is retried.
+func TestStreamTrailerCommits(t *testing.T) {
+	for _, readTrailer := range []bool{true, false} {
+		name := map[bool]string{true: "Trailer read", false: "Trailer not read"}[readTrailer]
+		t.Run(name, func(t *testing.T) {
+			s := &stubServer{}
+			read := make(chan struct{})
+			s.StreamGenerateF = func(req *inferencev1.StreamGenerateRequest, stream grpc.ServerStreamingServer[inferencev1.StreamGenerateResponse]) error {
+				if s.attempt(stream.Context()) == 1 {
+					select { // fail once the caller has (or has not) read the trailer
+					case <-read:
+					case <-stream.Context().Done():
+						return stream.Context().Err()
+					}
+					return status.Error(codes.Unavailable, "trailers-only failure")
+				}
+				return sendTokens(stream, req.GetPrompt(), 0, 2)
+			}
+			c := dialStream(t, s, streamPolicy())
+			stream, err := c.StreamGenerate(streamCtx(t, 10*time.Second), &inferencev1.StreamGenerateRequest{Prompt: "p"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if readTrailer {
+				if md := stream.Trailer(); len(md) != 0 {
+					t.Fatalf("Trailer() before the end = %v, want none", md)
+				}
+			}
+			close(read)
+			got, err := recvTokens(stream)
+			if readTrailer {
+				if len(got) != 0 {
+					t.Fatalf("tokens %q after a committed attempt failed", got)
+				}
+				wantStreamStop(t, err, codes.Unavailable, retry.StopCommitted, 1)
+				wantArrivals(t, s, methodStreamGenerate, 1)
+				return
+			}
+			if err != nil || !slices.Equal(got, wantTokenList("p", 0, 2)) {
+				t.Fatalf("tokens %q, end %v; want %q, OK after a retry", got, err, wantTokenList("p", 0, 2))
+			}
+			wantArrivals(t, s, methodStreamGenerate, 2)
+		})
 	}
 }
 
@@ -179,11 +259,17 @@ func TestCallOptionsShowTheAnsweringAttempt(t *testing.T) {
 	}
 	c := dial(t, s, fastPolicy())
 	var hdr, trl metadata.MD
-	if _, err := c.Generate(callCtx(t, 10*time.Second), &inferencev1.GenerateRequest{Prompt: "p"}, grpc.Header(&hdr), grpc.Trailer(&trl)); err != nil {
+	var p peer.Peer
+	if _, err := c.Generate(callCtx(t, 10*time.Second), &inferencev1.GenerateRequest{Prompt: "p"}, grpc.Header(&hdr), grpc.Trailer(&trl), grpc.Peer(&p)); err != nil {
 		t.Fatal(err)
 	}
 	if h, tr := hdr.Get("x-attempt-header"), trl.Get("x-attempt"); len(h) != 1 || h[0] != "3" || len(tr) != 1 || tr[0] != "3" {
 		t.Fatalf("header %v, trailer %v; want those of attempt 3", hdr, trl)
+	}
+	// Every attempt goes to the one bufconn server: the peer of attempt 3
+	// is that server's address.
+	if p.Addr == nil || p.Addr.String() != "bufconn" {
+		t.Fatalf("grpc.Peer got %+v, want the server's address (bufconn)", p)
 	}
 }
 

@@ -47,6 +47,7 @@ const (
 	normSendExhaust = "SendMsg when attempts run out: grpc-go's SendMsg, finding its attempt failed with no attempt left, fails with UNKNOWN \"max retries exhausted: failed after N attempts: EOF\" and runs OnFinish with it (RecvMsg then returns the attempt's status); our SendMsg returns nil or io.EOF and the status comes from RecvMsg"
 	normReplayEnd   = "answer before the replay is done: when a client stream's retried attempt answers (OK) before grpc-go has replayed every kept message onto it, grpc-go's RecvMsg returns io.EOF without the response (the failed replay write ends its retry loop); ours replays on its own goroutine and delivers the response"
 	normRecvLocal   = "trailer after the client's own receive error (message over the receive limit): it is whatever had arrived when the client ended the stream, a race for both"
+	normSendLocal   = "trailer after the client's own send error (message over the send limit) while the server answers without reading: it is whatever had arrived when the client ended the stream, a race for both"
 	normLocalRecv   = "RecvMsg after SendMsg's own error: ours returns that error; grpc-go's returns the server's status instead if it had already arrived (a race), else the same error"
 	normLocalSend   = "a message over the send limit: the client cancels the stream it opened, so whether that attempt's headers reached the server (0 or 1 arrival) is a matter of timing, for both"
 )
@@ -97,6 +98,14 @@ func normalize(sc *diffScript, im impl, o *observation) ([]string, error) {
 	if im == builtin && o.Caller.SendErr != "" && (o.Caller.Code != o.Caller.sendCode || o.Caller.Msg != o.Caller.sendMsg) {
 		o.Caller = callerView{Code: o.Caller.sendCode, Msg: o.Caller.sendMsg, SendErr: o.Caller.SendErr, sendCode: o.Caller.sendCode, sendMsg: o.Caller.sendMsg, Finished: o.Caller.Finished}
 		used = append(used, normLocalRecv)
+	}
+	if sc.SendLimit > 0 && o.Caller.Code == codes.ResourceExhausted && o.Caller.SendErr != "" &&
+		o.Caller.Code == o.Caller.sendCode && o.Caller.Msg == o.Caller.sendMsg &&
+		strings.HasPrefix(o.Caller.Msg, "trying to send message larger than max") && strings.Contains(o.Caller.Msg, "vs. "+strconv.Itoa(sc.SendLimit)+")") {
+		if o.Caller.Trailer != nil {
+			o.Caller.Trailer = nil
+			used = append(used, normSendLocal)
+		}
 	}
 	if sc.SendLimit > 0 {
 		if len(o.Server) > 1 || len(o.Server) == 1 && len(o.Server[0].Received) > 0 {

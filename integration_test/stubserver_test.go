@@ -190,6 +190,14 @@ func (s *stubServer) barrier(t testing.TB) {
 	}
 }
 
+// warm connects s.CC and returns once its connection is ready (an RPC made
+// on it has been answered), so that a test's first attempt does not spend
+// its time connecting.
+func (s *stubServer) warm(t testing.TB) {
+	t.Helper()
+	s.barrier(t)
+}
+
 func (s *stubServer) Generate(ctx context.Context, req *inferencev1.GenerateRequest) (*inferencev1.GenerateResponse, error) {
 	if s.GenerateF == nil {
 		return nil, status.Error(codes.Unimplemented, "stub: Generate not set")

@@ -35,13 +35,17 @@ var tcpSeed = flag.Uint64("tcp.seed", 1, "seed of the cuts of TestTCPProxyCuts")
 // restartResult is what a restart run measured.
 type restartResult struct {
 	calls, ok int
+	committed int         // calls that failed after they had committed (StopCommitted)
 	attempts  map[int]int // attempts per call → calls
 	failures  map[string]int
 	slowest   time.Duration
 	retries   int64
 }
 
-func (r restartResult) rate() float64 { return float64(r.ok) / float64(r.calls) }
+// rate is the share of the calls a retry may save that succeeded: every
+// call but those the server's stop cut after they had committed (response
+// headers received), which are never retried.
+func (r restartResult) rate() float64 { return float64(r.ok) / float64(r.calls-r.committed) }
 
 func (r restartResult) String() string {
 	keys := make([]int, 0, len(r.attempts))
@@ -53,11 +57,15 @@ func (r restartResult) String() string {
 	for _, k := range keys {
 		hist = append(hist, fmt.Sprintf("%d attempt(s): %d", k, r.attempts[k]))
 	}
-	return fmt.Sprintf("%d/%d calls succeeded (%.2f%%), %d retries (%.3f attempts per call); %s; slowest call %v; failures %v",
+	return fmt.Sprintf("%d/%d calls succeeded (%.2f%% of those not cut after commit), %d retries (%.3f attempts per call); %s; slowest call %v; failures %v",
 		r.ok, r.calls, 100*r.rate(), r.retries, float64(r.calls+int(r.retries))/float64(r.calls), strings.Join(hist, ", "), r.slowest.Round(time.Millisecond), r.failures)
 }
 
 type retryCountKey struct{}
+
+// restartCallers is the number of concurrent callers of runRestart, each
+// with at most one call in flight.
+const restartCallers = 50
 
 // runRestart runs 50 callers (half unary, half server-streaming), each
 // making a call (5s deadline) every 50ms
@@ -66,7 +74,7 @@ type retryCountKey struct{}
 // again on the same port 1s later, through retry.DialOptions(p).
 func runRestart(t *testing.T, p retry.Policy) restartResult {
 	const (
-		callers  = 50
+		callers  = restartCallers
 		period   = 50 * time.Millisecond
 		run      = 3 * time.Second
 		deadline = 5 * time.Second
@@ -140,6 +148,9 @@ func runRestart(t *testing.T, p retry.Policy) restartResult {
 		if errors.As(err, &e) {
 			reason = e.Reason.String()
 			attempts = e.Attempts
+			if e.Reason == retry.StopCommitted {
+				res.committed++
+			}
 		}
 		res.attempts[attempts]++
 		res.failures[fmt.Sprintf("%v (%s)", status.Code(err), reason)]++
@@ -172,15 +183,32 @@ func runRestart(t *testing.T, p retry.Policy) restartResult {
 
 // TestTCPRestart: a server stopped and started again on the same port
 // (about 1s of connection refused) under 50 concurrent callers (unary and
-// server streams) with 5s deadlines, through retry.DialOptions(retry.Policy{}): retries wait for
-// the channel to reconnect, so at least 99.5% of calls succeed. With
-// ConnectWait -1 (retries do not wait) the rate is logged for contrast.
+// server streams) with 5s deadlines, through
+// retry.DialOptions(retry.Policy{}): retries wait for the channel to
+// reconnect, so at least 99.5% of calls succeed (of those a retry may save:
+// a call that had received its response headers when the server stopped
+// has committed and fails, at most one per caller).
+//
+// Logged for contrast: the policy of the budget scenarios (4 attempts,
+// 50ms to 1s full-jitter backoff, the default budget), and ConnectWait -1
+// (retries do not wait), whose rate depends on when gRPC's reconnect
+// backoff lets the channel back. The scenario policy succeeds as the
+// default in most runs, but it is not asserted: grpc-go updates a
+// channel's state asynchronously, so for a moment after a connection
+// closes the channel can still report READY. A retry sent in that moment
+// (a backoff of a few milliseconds makes it likely, a loaded machine makes
+// the moment longer) passes the wait for a connection at once, fails while
+// gRPC reconnects and is charged to the budget; three such failures empty
+// the budget until successes refill it (seen in about 1 run in 30 on a
+// loaded machine, which then kept 79% and 95% of its calls).
 func TestTCPRestart(t *testing.T) {
 	res := runRestart(t, retry.Policy{})
 	t.Logf("default policy: %v", res)
-	if res.rate() < 0.995 {
-		t.Errorf("default policy: %.2f%% of calls succeeded, want at least 99.5%%: %v", 100*res.rate(), res)
+	if res.rate() < 0.995 || res.committed > restartCallers {
+		t.Errorf("default policy: %.2f%% of calls succeeded (%d cut after commit), want at least 99.5%% and at most %d cut: %v", 100*res.rate(), res.committed, restartCallers, res)
 	}
+	scenario := runRestart(t, retry.Policy{MaxAttempts: 4, InitialBackoff: 50 * time.Millisecond, MaxBackoff: time.Second, Jitter: retry.FullJitter})
+	t.Logf("scenario policy: %v", scenario)
 	contrast := runRestart(t, retry.Policy{ConnectWait: -1})
 	t.Logf("ConnectWait -1 (retries do not wait for a connection): %v", contrast)
 }

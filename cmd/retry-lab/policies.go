@@ -106,13 +106,23 @@ func parseCredit(s string) (policySpec, error) {
 	return creditSpec(creditName(v[0], v[1], v[2], v[3]), cfg), nil
 }
 
-// creditConfig returns the config with exactly these values (a zero ratio
-// or perSecond turns deposits or the floor off rather than defaulting).
+// creditConfig returns the config with exactly these values (a zero ratio,
+// perSecond or maxDebt turns deposits, the floor or the debt off rather
+// than defaulting).
 func creditConfig(ratio, perSecond, maxBalance, maxDebt float64) retry.CreditBudgetConfig {
-	return retry.CreditBudgetConfig{
-		Ratio: ratio, PerSecond: perSecond, Max: maxBalance, MaxDebt: maxDebt,
-		NoDeposits: ratio == 0, NoFloor: perSecond == 0,
+	cfg := retry.CreditBudgetConfig{
+		NoDeposits: ratio == 0, NoFloor: perSecond == 0, NoDebt: maxDebt == 0, Max: maxBalance,
 	}
+	if !cfg.NoDeposits {
+		cfg.Ratio = ratio
+	}
+	if !cfg.NoFloor {
+		cfg.PerSecond = perSecond
+	}
+	if !cfg.NoDebt {
+		cfg.MaxDebt = maxDebt
+	}
+	return cfg
 }
 
 func creditName(ratio, perSecond, maxBalance, maxDebt float64) string {

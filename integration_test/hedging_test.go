@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -332,5 +333,151 @@ func TestHedgeRefusedWithNothingInFlightEndsTheCall(t *testing.T) {
 	}
 	if report.Denied != 1 || report.Attempts != 1 {
 		t.Fatalf("report %+v", report)
+	}
+}
+
+// hedgeNumber returns the attempt number of a hedged call's attempt from
+// its request headers: 1 for the first, n+1 for the hedge that carries
+// x-retry-hedge n.
+func hedgeNumber(md metadata.MD) int {
+	v := md.Get(retry.HedgeHeader)
+	if len(v) == 0 {
+		return 1
+	}
+	n, err := strconv.Atoi(v[0])
+	if err != nil {
+		return -1
+	}
+	return n + 1
+}
+
+// incomingHedgeNumber is hedgeNumber of a server handler's request.
+func incomingHedgeNumber(ctx context.Context) int {
+	md, _ := metadata.FromIncomingContext(ctx)
+	return hedgeNumber(md)
+}
+
+// outgoingHedgeNumber is hedgeNumber of a client attempt's context.
+func outgoingHedgeNumber(ctx context.Context) int {
+	md, _ := metadata.FromOutgoingContext(ctx)
+	return hedgeNumber(md)
+}
+
+// raceCall is what the attempts of one call in
+// TestHedgeLoserCancelledWhenTheWinnerEndsAsTheOtherStarts tell each other.
+type raceCall struct {
+	release   chan struct{} // the first attempt's handler answers once closed
+	firstDone chan struct{} // closed once the first attempt's invoker returned
+	hedgeDone chan struct{} // closed once the hedge's invoker returned
+}
+
+type raceCallKey struct{}
+
+func raceCallOf(ctx context.Context) *raceCall {
+	rc, _ := ctx.Value(raceCallKey{}).(*raceCall)
+	return rc
+}
+
+// TestHedgeLoserCancelledWhenTheWinnerEndsAsTheOtherStarts: an attempt that
+// is being started while another wins is cancelled all the same, so the
+// call returns with the winner's reply at once, not at its deadline.
+//
+// "first wins": the first attempt's reply is received while the hedge is
+// being sent (the hook that reports the hedge waits for it), so the winner
+// is decided while the hedge's context is being made. "all at once": with
+// every attempt sent at once, the hedge wins while the first attempt is
+// still starting. The loser's handler hangs until its context ends; the
+// deadline is 10s, so a loser left running shows as a call of 10s (and,
+// under -race, as a data race on the loser's cancel function).
+func TestHedgeLoserCancelledWhenTheWinnerEndsAsTheOtherStarts(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		delay  time.Duration
+		winner int
+	}{
+		{"first wins", time.Millisecond, 1},
+		{"all at once", -1, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var calls sync.Map // prompt → *raceCall
+			s := &stubServer{}
+			s.GenerateF = func(ctx context.Context, req *inferencev1.GenerateRequest) (*inferencev1.GenerateResponse, error) {
+				v, ok := calls.Load(req.GetPrompt())
+				if !ok {
+					return reply(req), nil // the warm-up call
+				}
+				rc := v.(*raceCall)
+				n := incomingHedgeNumber(ctx)
+				if n != tc.winner {
+					return hang(ctx, req)
+				}
+				if n == 1 {
+					select {
+					case <-rc.release:
+					case <-ctx.Done():
+						return nil, status.FromContextError(ctx.Err()).Err()
+					}
+				}
+				return &inferencev1.GenerateResponse{Text: fmt.Sprint("attempt ", n)}, nil
+			}
+			p := hedgePolicy(tc.delay, 2)
+			p.OnHedge = func(ev retry.HedgeEvent) {
+				if rc := raceCallOf(ev.Context); rc != nil && ev.Kind == retry.HedgeSent && tc.winner == 1 {
+					close(rc.release)
+					<-rc.firstDone // the winner's answer is in while the hedge starts
+				}
+			}
+			// Runs inside the retry interceptor, once per attempt.
+			inner := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+				rc := raceCallOf(ctx)
+				if rc == nil {
+					return invoker(ctx, method, req, reply, cc, opts...)
+				}
+				n := outgoingHedgeNumber(ctx)
+				if tc.winner == 2 && n == 1 {
+					select { // the hedge wins while the first attempt starts
+					case <-rc.hedgeDone:
+					case <-ctx.Done():
+					}
+				}
+				err := invoker(ctx, method, req, reply, cc, opts...)
+				if n == 1 {
+					close(rc.firstDone)
+				} else {
+					close(rc.hedgeDone)
+				}
+				return err
+			}
+			c := s.start(t, grpc.WithChainUnaryInterceptor(retry.Unary(p), inner), grpc.WithDisableRetry())
+			if _, err := c.Generate(callCtx(t, 30*time.Second), &inferencev1.GenerateRequest{Prompt: "warm-up"}, retry.Disable(), grpc.WaitForReady(true)); err != nil {
+				t.Fatalf("warm-up: %v", err)
+			}
+			const callsN, workers = 300, 4
+			const deadline = 10 * time.Second
+			var wg sync.WaitGroup
+			for w := range workers {
+				wg.Go(func() {
+					for i := w; i < callsN; i += workers {
+						prompt := fmt.Sprint("call-", i)
+						rc := &raceCall{release: make(chan struct{}), firstDone: make(chan struct{}), hedgeDone: make(chan struct{})}
+						calls.Store(prompt, rc)
+						ctx, cancel := context.WithTimeout(context.WithValue(context.Background(), raceCallKey{}, rc), deadline)
+						start := time.Now()
+						res, err := c.Generate(ctx, &inferencev1.GenerateRequest{Prompt: prompt})
+						took := time.Since(start)
+						cancel()
+						if want := fmt.Sprint("attempt ", tc.winner); err != nil || res.GetText() != want {
+							t.Errorf("%s: got %v, %v; want %q", prompt, res, err, want)
+							return
+						}
+						if took > deadline/2 {
+							t.Errorf("%s: the call took %v (deadline %v): its loser was not cancelled", prompt, took, deadline)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+		})
 	}
 }

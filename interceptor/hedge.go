@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
@@ -118,6 +119,9 @@ func (u *unaryCall) hedged(ctx context.Context, d Decider, method string, req, r
 		a.opts = append(a.opts, grpc.Peer(&u.peer))
 		u.opts.attempt = a.opts
 	}
+	// The attempt's cancel function is set before the timer can send a
+	// hedge whose win would cancel it.
+	actx := h.start(a)
 	h.mu.Lock()
 	c.Attempts = 1
 	h.inflight = 1
@@ -125,7 +129,6 @@ func (u *unaryCall) hedged(ctx context.Context, d Decider, method string, req, r
 		h.arm(c.HedgeDelay)
 	}
 	h.mu.Unlock()
-	actx := h.start(a)
 	*u.opts.header, *u.opts.trailer = nil, nil
 	err := invoker(actx, method, req, reply, cc, a.opts...)
 	a.header, a.trailer = *u.opts.header, *u.opts.trailer
@@ -136,19 +139,30 @@ func (u *unaryCall) hedged(ctx context.Context, d Decider, method string, req, r
 	return h.wait()
 }
 
-// start makes a's context and notes its start. The caller holds no lock.
+// start makes a's context and notes its start. The caller holds no lock,
+// and a is not yet among the attempts that decide cancels (or start's
+// caller sets a.cancel under h.mu, see fire).
 func (h *hedgeState) start(a *hedgeAttempt) context.Context {
+	actx, cancel := h.attemptContext(a)
+	a.cancel = cancel
+	return actx
+}
+
+// attemptContext makes a's context and notes a's start. It sets nothing
+// that decide reads.
+func (h *hedgeState) attemptContext(a *hedgeAttempt) (context.Context, context.CancelFunc) {
 	c := &h.u.call
 	var actx context.Context
+	var cancel context.CancelFunc
 	if c.AttemptTimeout > 0 {
-		actx, a.cancel = context.WithTimeout(attemptMetadataFor(h.callCtx, a.n), c.AttemptTimeout)
+		actx, cancel = context.WithTimeout(attemptMetadataFor(h.callCtx, a.n), c.AttemptTimeout)
 	} else {
-		actx, a.cancel = context.WithCancel(attemptMetadataFor(h.callCtx, a.n))
+		actx, cancel = context.WithCancel(attemptMetadataFor(h.callCtx, a.n))
 	}
 	if c.Timed {
 		a.start = time.Now()
 	}
-	return actx
+	return actx, cancel
 }
 
 // attemptMetadataFor is attemptMetadata for attempt number n of a hedged
@@ -228,8 +242,18 @@ func (h *hedgeState) fire(b *timerBox) {
 	if alone {
 		waitReady(h.callCtx, h.cc, c.connectWait()) // nothing is in flight: as a retry, wait for a connection
 	}
-	actx := h.start(a)
-	err := h.invoker(actx, h.method, h.req, a.reply, h.cc, a.opts...)
+	actx, cancel := h.attemptContext(a)
+	h.mu.Lock()
+	a.cancel = cancel
+	lost := h.decided // decided while the hedge started: decide did not cancel it
+	h.mu.Unlock()
+	var err error
+	if lost {
+		cancel()
+		err = status.FromContextError(context.Canceled).Err()
+	} else {
+		err = h.invoker(actx, h.method, h.req, a.reply, h.cc, a.opts...)
+	}
 	h.end(a, err)
 }
 

@@ -3,9 +3,11 @@ package retry_test
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/seed4f82f287/retry"
@@ -16,7 +18,15 @@ import (
 // replica: after 50ms without an answer a second attempt goes out, its
 // answer wins, and the straggler is cancelled.
 func ExampleHedging() {
-	srv := &exampleServer{generate: func(ctx context.Context, attempt int) (string, error) {
+	srv := &exampleServer{generate: func(ctx context.Context, _ int) (string, error) {
+		// Which attempt this is, from its own header (the order in which
+		// attempts reach a server is not the order they were sent in):
+		// a hedge carries x-retry-hedge, the number of attempts before it.
+		attempt := 1
+		if h := metadata.ValueFromIncomingContext(ctx, retry.HedgeHeader); len(h) == 1 {
+			before, _ := strconv.Atoi(h[0])
+			attempt = before + 1
+		}
 		if attempt == 1 {
 			<-ctx.Done() // a straggler: answers only when cancelled
 			return "", status.FromContextError(ctx.Err()).Err()

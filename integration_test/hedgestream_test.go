@@ -6,6 +6,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -52,6 +53,7 @@ func (e *serverEnds) wait(t *testing.T, n int) {
 // caller gets the hedge's tokens, each once, and the first attempt is
 // cancelled.
 func TestHedgedStreamFirstTokenWins(t *testing.T) {
+	checkNoLeaks(t)
 	s := &stubServer{}
 	ends := newServerEnds()
 	s.StreamGenerateF = func(req *inferencev1.StreamGenerateRequest, stream grpc.ServerStreamingServer[inferencev1.StreamGenerateResponse]) error {
@@ -94,6 +96,7 @@ func TestHedgedStreamFirstTokenWins(t *testing.T) {
 // are replayed onto it, later ones go to every attempt in flight; the
 // winner's answers reach the caller once each, in order.
 func TestHedgedBidiReplaysAndSendsToEveryAttempt(t *testing.T) {
+	checkNoLeaks(t)
 	s := &stubServer{}
 	ends := newServerEnds()
 	var mu sync.Mutex
@@ -170,6 +173,7 @@ func TestHedgedBidiReplaysAndSendsToEveryAttempt(t *testing.T) {
 // TestHedgedStreamFatalAndAllFail: a Permanent code from any attempt ends
 // the stream; when every attempt fails, the stream ends once they all have.
 func TestHedgedStreamFatalAndAllFail(t *testing.T) {
+	checkNoLeaks(t)
 	t.Run("fatal", func(t *testing.T) {
 		s := &stubServer{}
 		ends := newServerEnds()
@@ -211,6 +215,7 @@ func TestHedgedStreamFatalAndAllFail(t *testing.T) {
 // TestHedgedClientStream: an upload whose first attempt is slow to answer
 // is answered by the hedge, which got every chunk.
 func TestHedgedClientStream(t *testing.T) {
+	checkNoLeaks(t)
 	s := &stubServer{}
 	s.IngestF = func(stream grpc.ClientStreamingServer[inferencev1.IngestRequest, inferencev1.IngestResponse]) error {
 		var n int64
@@ -247,6 +252,7 @@ func TestHedgedClientStream(t *testing.T) {
 // headers before receiving gets the first attempt's to send them, and the
 // stream is that attempt.
 func TestHedgedStreamHeaderCommitsToFirstHeaders(t *testing.T) {
+	checkNoLeaks(t)
 	s := &stubServer{}
 	s.StreamGenerateF = func(req *inferencev1.StreamGenerateRequest, stream grpc.ServerStreamingServer[inferencev1.StreamGenerateResponse]) error {
 		n := s.attempt(stream.Context())
@@ -273,6 +279,7 @@ func TestHedgedStreamHeaderCommitsToFirstHeaders(t *testing.T) {
 // TestHedgedStreamsConcurrently: many hedged streams at once with random
 // stragglers: every caller gets exactly its own tokens.
 func TestHedgedStreamsConcurrently(t *testing.T) {
+	checkNoLeaks(t)
 	s := &stubServer{}
 	var slow sync.Map
 	s.StreamGenerateF = func(req *inferencev1.StreamGenerateRequest, stream grpc.ServerStreamingServer[inferencev1.StreamGenerateResponse]) error {
@@ -298,4 +305,256 @@ func TestHedgedStreamsConcurrently(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// TestHedgedStreamRepliesNeverMixed: both attempts of every stream answer
+// at the same moment, each with its own header, tokens and trailer. Each
+// of many concurrent streams gets every token, its header and its trailer
+// from one attempt.
+func TestHedgedStreamRepliesNeverMixed(t *testing.T) {
+	checkNoLeaks(t)
+	arrived := newArrivals(2)
+	s := &stubServer{}
+	s.StreamGenerateF = func(req *inferencev1.StreamGenerateRequest, stream grpc.ServerStreamingServer[inferencev1.StreamGenerateResponse]) error {
+		ctx := stream.Context()
+		select {
+		case <-arrived.arrive(req.GetPrompt()):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		tag := fmt.Sprint(incomingHedgeNumber(ctx))
+		stream.SetHeader(metadata.Pairs("x-attempt", tag))
+		stream.SetTrailer(metadata.Pairs("x-attempt", tag))
+		return sendTokens(stream, req.GetPrompt()+"/"+tag, 0, 4)
+	}
+	c := dialStream(t, s, hedgePolicy(time.Millisecond, 2))
+	s.barrier(t)
+	var wg sync.WaitGroup
+	for i := range 200 {
+		wg.Go(func() {
+			prompt := fmt.Sprint("stream-", i)
+			stream, err := c.StreamGenerate(streamCtx(t, 30*time.Second), &inferencev1.StreamGenerateRequest{Prompt: prompt})
+			if err != nil {
+				t.Errorf("%s: %v", prompt, err)
+				return
+			}
+			toks, err := recvTokens(stream)
+			if err != nil {
+				t.Errorf("%s: %v", prompt, err)
+				return
+			}
+			hdr, _ := stream.Header()
+			h, tr := hdr.Get("x-attempt"), stream.Trailer().Get("x-attempt")
+			if len(h) != 1 || len(tr) != 1 || h[0] != tr[0] {
+				t.Errorf("%s: header %v, trailer %v: want one attempt's", prompt, h, tr)
+				return
+			}
+			if want := wantTokenList(prompt+"/"+h[0], 0, 4); !slices.Equal(toks, want) {
+				t.Errorf("%s: tokens %v with the header and trailer of attempt %s", prompt, toks, h[0])
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// TestHedgedStreamIdempotencyKeyOnEveryAttempt: every attempt of a hedged
+// stream carries the call's one idempotency key.
+func TestHedgedStreamIdempotencyKeyOnEveryAttempt(t *testing.T) {
+	checkNoLeaks(t)
+	const header = "x-idempotency-key"
+	s := &stubServer{}
+	s.StreamGenerateF = func(req *inferencev1.StreamGenerateRequest, stream grpc.ServerStreamingServer[inferencev1.StreamGenerateResponse]) error {
+		switch incomingHedgeNumber(stream.Context()) {
+		case 1: // slow: a hedge is sent on time
+			<-stream.Context().Done()
+			return stream.Context().Err()
+		case 2: // fails: replaced at once
+			return status.Error(codes.Unavailable, "down")
+		}
+		return sendTokens(stream, req.GetPrompt(), 0, 2)
+	}
+	p := hedgePolicy(time.Millisecond, 3)
+	p.IdempotencyHeader = header
+	c := dialStream(t, s, p)
+	s.barrier(t)
+	stream, err := c.StreamGenerate(streamCtx(t, 30*time.Second), &inferencev1.StreamGenerateRequest{Prompt: "p"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if toks, err := recvTokens(stream); err != nil || !slices.Equal(toks, wantTokenList("p", 0, 2)) {
+		t.Fatalf("tokens %v, %v", toks, err)
+	}
+	got := s.headers(methodStreamGenerate, header)
+	if len(got) != 3 {
+		t.Fatalf("%d attempts reached the server, want 3", len(got))
+	}
+	for _, v := range got {
+		if len(v) != 1 || v[0] != got[0][0] || len(v[0]) != 32 {
+			t.Fatalf("keys %v: want one 32-digit key on every attempt", got)
+		}
+	}
+}
+
+// TestHedgedStreamAllFailLastStatusWins: when every attempt of a stream
+// fails, the stream's error has the status of the last attempt to fail.
+func TestHedgedStreamAllFailLastStatusWins(t *testing.T) {
+	checkNoLeaks(t)
+	for _, order := range [][]int{{1, 2, 3}, {2, 3, 1}, {3, 1, 2}} {
+		t.Run(fmt.Sprint(order), func(t *testing.T) {
+			f := newFailOrder(order...)
+			s := &stubServer{}
+			s.StreamGenerateF = func(req *inferencev1.StreamGenerateRequest, stream grpc.ServerStreamingServer[inferencev1.StreamGenerateResponse]) error {
+				return f.fail(stream.Context(), req.GetPrompt(), incomingHedgeNumber(stream.Context()))
+			}
+			p := hedgePolicy(time.Millisecond, 3)
+			p.Classify = f.classify
+			c := dialStream(t, s, p)
+			s.barrier(t)
+			leaks := leakCheckFrom(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			stream, err := c.StreamGenerate(ctx, &inferencev1.StreamGenerateRequest{Prompt: "p"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = recvTokens(stream)
+			last := order[len(order)-1]
+			wantStreamStop(t, err, failCodes[last], retry.StopMaxAttempts, 3)
+			if msg, want := status.Convert(err).Message(), fmt.Sprint("attempt ", last); msg != want {
+				t.Fatalf("message %q, want %q", msg, want)
+			}
+			cancel()
+			leaks()
+		})
+	}
+}
+
+// TestHedgedStreamNoHedgePastReplayBuffer: once the messages sent outgrow
+// MaxReplayBytes, no further hedge is sent, neither on time nor to replace
+// a failed attempt: a new attempt could not be given those messages.
+func TestHedgedStreamNoHedgePastReplayBuffer(t *testing.T) {
+	checkNoLeaks(t)
+	big := strings.Repeat("x", 100) // the request alone outgrows the buffer
+	policy := func(delay time.Duration) retry.Policy {
+		p := hedgePolicy(delay, 3)
+		p.MaxReplayBytes = 64
+		return p
+	}
+	t.Run("failure", func(t *testing.T) {
+		s := &stubServer{}
+		s.StreamGenerateF = func(req *inferencev1.StreamGenerateRequest, stream grpc.ServerStreamingServer[inferencev1.StreamGenerateResponse]) error {
+			return status.Error(codes.Unavailable, "down") // would send the next hedge at once
+		}
+		stream, err := dialStream(t, s, policy(time.Hour)).StreamGenerate(streamCtx(t, 30*time.Second), &inferencev1.StreamGenerateRequest{Prompt: big})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = recvTokens(stream)
+		wantStreamStop(t, err, codes.Unavailable, retry.StopCommitted, 1)
+		wantArrivals(t, s, methodStreamGenerate, 1)
+	})
+	t.Run("on time", func(t *testing.T) {
+		// The first attempt hangs until the call's deadline; hedges are due
+		// every 10ms. A hedge sent before the request went out (a busy
+		// machine) gets it like the first attempt; one sent after could
+		// not be given it.
+		requests := make(chan string, 3)
+		s := &stubServer{}
+		s.StreamGenerateF = func(req *inferencev1.StreamGenerateRequest, stream grpc.ServerStreamingServer[inferencev1.StreamGenerateResponse]) error {
+			requests <- req.GetPrompt()
+			<-stream.Context().Done()
+			return stream.Context().Err()
+		}
+		c := dialStream(t, s, policy(10*time.Millisecond))
+		s.barrier(t)
+		stream, err := c.StreamGenerate(streamCtx(t, 300*time.Millisecond), &inferencev1.StreamGenerateRequest{Prompt: big})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := recvTokens(stream); status.Code(err) != codes.DeadlineExceeded {
+			t.Fatalf("got %v, want the deadline", err)
+		}
+		s.barrier(t) // every attempt sent has reached the server
+		for n := range s.calls(methodStreamGenerate) {
+			select {
+			case r := <-requests:
+				if r != big {
+					t.Fatalf("an attempt got the request %q", r)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("attempt %d of %d reached the server without the request: a hedge was sent past the replay buffer", n+1, s.calls(methodStreamGenerate))
+			}
+		}
+	})
+}
+
+// TestHedgedStreamHedgeOpenedAfterTheWinIsCancelled: a hedge whose stream
+// opens after another attempt won (here: held until the caller has the
+// winner's first token) is cancelled as soon as it opens; it does not run
+// until the stream ends.
+func TestHedgedStreamHedgeOpenedAfterTheWinIsCancelled(t *testing.T) {
+	checkNoLeaks(t)
+	hedgeSent := make(chan struct{})
+	firstToken := make(chan struct{})
+	hedgeCancelled := make(chan struct{})
+	s := &stubServer{}
+	s.StreamGenerateF = func(req *inferencev1.StreamGenerateRequest, stream grpc.ServerStreamingServer[inferencev1.StreamGenerateResponse]) error {
+		ctx := stream.Context()
+		if incomingHedgeNumber(ctx) != 1 {
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		for _, w := range []chan struct{}{hedgeSent, nil, hedgeCancelled} {
+			if w == nil {
+				if err := sendTokens(stream, req.GetPrompt(), 0, 1); err != nil {
+					return err
+				}
+				continue
+			}
+			select {
+			case <-w:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		return sendTokens(stream, req.GetPrompt(), 1, 3)
+	}
+	p := hedgePolicy(time.Millisecond, 2)
+	p.OnHedge = func(ev retry.HedgeEvent) {
+		if ev.Kind == retry.HedgeSent {
+			close(hedgeSent)
+		}
+	}
+	// Runs inside the retry interceptor, once per attempt.
+	inner := func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		hedge := outgoingHedgeNumber(ctx) > 1
+		if hedge {
+			select {
+			case <-firstToken:
+			case <-ctx.Done():
+			}
+		}
+		cs, err := streamer(ctx, desc, cc, method, opts...)
+		if hedge {
+			go func() {
+				<-ctx.Done()
+				close(hedgeCancelled)
+			}()
+		}
+		return cs, err
+	}
+	c := dialStream(t, s, p, grpc.WithChainStreamInterceptor(inner))
+	stream, err := c.StreamGenerate(streamCtx(t, 10*time.Second), &inferencev1.StreamGenerateRequest{Prompt: "p"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	close(firstToken)
+	rest, err := recvTokens(stream)
+	if got := append([]string{m.GetToken()}, rest...); err != nil || !slices.Equal(got, wantTokenList("p", 0, 3)) {
+		t.Fatalf("tokens %v, %v: the hedge was not cancelled when it opened", got, err)
+	}
 }

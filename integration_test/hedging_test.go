@@ -6,10 +6,13 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -25,11 +28,12 @@ func hedgePolicy(delay time.Duration, attempts int) retry.Policy {
 	return retry.Policy{MaxAttempts: attempts, Hedging: &retry.Hedging{Delay: delay}, Budget: retry.NoBudget}
 }
 
-// attemptScript makes GenerateF run script[n-1] for the call's attempt n
-// (numbered by the server per prompt), and records how each ended.
+// attemptScript makes GenerateF run script[n-1] for attempt n of a call,
+// numbered by the attempt's own header (x-retry-hedge), not by the order
+// in which attempts reach the server (on a busy machine a hedge can arrive
+// first), and records how each ended.
 type attemptScript struct {
 	mu        sync.Mutex
-	seen      map[string]int
 	cancelled map[string][]int // attempts whose context ended before they answered
 	ended     chan struct{}    // gets a value when an attempt's handler returns
 	script    []func(ctx context.Context, req *inferencev1.GenerateRequest) (*inferencev1.GenerateResponse, error)
@@ -41,30 +45,33 @@ func (a *attemptScript) waitEnded(t *testing.T, n int) {
 	t.Helper()
 	for range n {
 		select {
-		case <-a.ended:
+		case <-a.endedChan():
 		case <-time.After(10 * time.Second):
 			t.Fatalf("an attempt's handler did not return within 10s")
 		}
 	}
 }
 
-func (a *attemptScript) handler(ctx context.Context, req *inferencev1.GenerateRequest) (*inferencev1.GenerateResponse, error) {
+func (a *attemptScript) endedChan() chan struct{} {
 	a.mu.Lock()
-	if a.seen == nil {
-		a.seen, a.cancelled = make(map[string]int), make(map[string][]int)
-	}
+	defer a.mu.Unlock()
 	if a.ended == nil {
 		a.ended = make(chan struct{}, 1000)
 	}
-	ended := a.ended
-	a.seen[req.GetPrompt()]++
-	n := a.seen[req.GetPrompt()]
-	a.mu.Unlock()
+	return a.ended
+}
+
+func (a *attemptScript) handler(ctx context.Context, req *inferencev1.GenerateRequest) (*inferencev1.GenerateResponse, error) {
+	ended := a.endedChan()
+	n := incomingHedgeNumber(ctx)
 	f := a.script[min(n, len(a.script))-1]
 	defer func() { ended <- struct{}{} }()
 	res, err := f(ctx, req)
 	if ctx.Err() != nil {
 		a.mu.Lock()
+		if a.cancelled == nil {
+			a.cancelled = make(map[string][]int)
+		}
 		a.cancelled[req.GetPrompt()] = append(a.cancelled[req.GetPrompt()], n)
 		a.mu.Unlock()
 	}
@@ -107,9 +114,11 @@ func failWith(code codes.Code, kv ...string) func(context.Context, *inferencev1.
 // the first attempt's server context ends, and the hedge carries the
 // attempt headers.
 func TestHedgeWinsAndTheLoserIsCancelled(t *testing.T) {
+	checkNoLeaks(t)
 	script := &attemptScript{script: []func(context.Context, *inferencev1.GenerateRequest) (*inferencev1.GenerateResponse, error){hang, answer("second")}}
 	s := &stubServer{GenerateF: script.handler}
 	c := dial(t, s, hedgePolicy(20*time.Millisecond, 2))
+	s.barrier(t) // a connection is up: the call's timing is the hedge's
 	var hdr, trl metadata.MD
 	var p peer.Peer
 	var report retry.CallReport
@@ -128,7 +137,8 @@ func TestHedgeWinsAndTheLoserIsCancelled(t *testing.T) {
 	if report.Attempts != 2 || report.Winner != 2 || !report.Hedged || report.Code != codes.OK {
 		t.Fatalf("report %+v", report)
 	}
-	// On a busy machine the hedge may even reach the server first.
+	// On a busy machine the hedge may even reach the server first: the
+	// script numbers attempts by their headers.
 	var hedges []string
 	for _, a := range s.arrivalsOf(methodGenerate) {
 		hedges = append(hedges, fmt.Sprint(a.MD.Get(retry.HedgeHeader))+fmt.Sprint(a.MD.Get(retry.PreviousAttemptsHeader)))
@@ -141,6 +151,7 @@ func TestHedgeWinsAndTheLoserIsCancelled(t *testing.T) {
 
 // TestHedgeNotSentWhenTheFirstAnswersInTime: no hedge before the delay.
 func TestHedgeNotSentWhenTheFirstAnswersInTime(t *testing.T) {
+	checkNoLeaks(t)
 	script := &attemptScript{script: []func(context.Context, *inferencev1.GenerateRequest) (*inferencev1.GenerateResponse, error){answer("first")}}
 	s := &stubServer{GenerateF: script.handler}
 	c := dial(t, s, hedgePolicy(time.Hour, 3))
@@ -156,6 +167,7 @@ func TestHedgeNotSentWhenTheFirstAnswersInTime(t *testing.T) {
 // TestHedgeFatalCodeEndsTheCall: a Permanent code from any attempt ends the
 // call with that status and cancels the others.
 func TestHedgeFatalCodeEndsTheCall(t *testing.T) {
+	checkNoLeaks(t)
 	script := &attemptScript{script: []func(context.Context, *inferencev1.GenerateRequest) (*inferencev1.GenerateResponse, error){hang, failWith(codes.InvalidArgument)}}
 	s := &stubServer{GenerateF: script.handler}
 	c := dial(t, s, hedgePolicy(20*time.Millisecond, 2))
@@ -173,6 +185,7 @@ func TestHedgeFatalCodeEndsTheCall(t *testing.T) {
 // TestHedgeFailureSendsTheNextAtOnce: a non-fatal failure sends the next
 // hedge at once, without waiting for the (here, hour-long) delay.
 func TestHedgeFailureSendsTheNextAtOnce(t *testing.T) {
+	checkNoLeaks(t)
 	script := &attemptScript{script: []func(context.Context, *inferencev1.GenerateRequest) (*inferencev1.GenerateResponse, error){failWith(codes.Unavailable), failWith(codes.ResourceExhausted), answer("third")}}
 	s := &stubServer{GenerateF: script.handler}
 	c := dial(t, s, hedgePolicy(time.Hour, 4))
@@ -186,6 +199,7 @@ func TestHedgeFailureSendsTheNextAtOnce(t *testing.T) {
 // TestHedgePushback: a pushback of n ms delays the next hedge by n ms; a
 // "do not retry" pushback stops further hedges.
 func TestHedgePushback(t *testing.T) {
+	checkNoLeaks(t)
 	t.Run("delay", func(t *testing.T) {
 		script := &attemptScript{script: []func(context.Context, *inferencev1.GenerateRequest) (*inferencev1.GenerateResponse, error){failWith(codes.Unavailable, retry.PushbackTrailer, "200"), answer("second")}}
 		s := &stubServer{GenerateF: script.handler}
@@ -212,6 +226,7 @@ func TestHedgePushback(t *testing.T) {
 // TestHedgeAllFail: when every attempt fails, the call ends once they all
 // have, with the last failure's status.
 func TestHedgeAllFail(t *testing.T) {
+	checkNoLeaks(t)
 	script := &attemptScript{script: []func(context.Context, *inferencev1.GenerateRequest) (*inferencev1.GenerateResponse, error){failWith(codes.Unavailable), failWith(codes.ResourceExhausted), failWith(codes.Unavailable)}}
 	s := &stubServer{GenerateF: script.handler}
 	var report retry.CallReport
@@ -230,6 +245,7 @@ func TestHedgeAllFail(t *testing.T) {
 // TestHedgesArePaidFromTheBudget: a hedge the budget refuses is not sent,
 // and the attempt in flight goes on.
 func TestHedgesArePaidFromTheBudget(t *testing.T) {
+	checkNoLeaks(t)
 	th := retry.NewThrottle(2, 1) // one failure leaves 1 token of 2: no retries
 	denied := make(chan struct{})
 	var once sync.Once
@@ -289,6 +305,7 @@ func TestHedgesArePaidFromTheBudget(t *testing.T) {
 // random slow first attempts: every caller gets the reply to its own
 // request, and every attempt has returned when the test ends (goleak).
 func TestHedgedCallsConcurrently(t *testing.T) {
+	checkNoLeaks(t)
 	s := &stubServer{}
 	var slow sync.Map
 	s.GenerateF = func(ctx context.Context, req *inferencev1.GenerateRequest) (*inferencev1.GenerateResponse, error) {
@@ -315,6 +332,7 @@ func TestHedgedCallsConcurrently(t *testing.T) {
 // has failed and the budget refuses the hedge that would replace it, the
 // call ends at once with that failure (it does not wait for its deadline).
 func TestHedgeRefusedWithNothingInFlightEndsTheCall(t *testing.T) {
+	checkNoLeaks(t)
 	s := &stubServer{}
 	s.GenerateF = func(ctx context.Context, req *inferencev1.GenerateRequest) (*inferencev1.GenerateResponse, error) {
 		return nil, status.Error(codes.Unavailable, "down")
@@ -390,6 +408,7 @@ func raceCallOf(ctx context.Context) *raceCall {
 // deadline is 10s, so a loser left running shows as a call of 10s (and,
 // under -race, as a data race on the loser's cancel function).
 func TestHedgeLoserCancelledWhenTheWinnerEndsAsTheOtherStarts(t *testing.T) {
+	checkNoLeaks(t)
 	for _, tc := range []struct {
 		name   string
 		delay  time.Duration
@@ -478,6 +497,289 @@ func TestHedgeLoserCancelledWhenTheWinnerEndsAsTheOtherStarts(t *testing.T) {
 				})
 			}
 			wg.Wait()
+		})
+	}
+}
+
+// leakCheckFrom returns a check that fails t unless every goroutine started
+// since leakCheckFrom was called has ended, the client's and the server's
+// alike (goroutines that exist now, such as the connection's, are
+// ignored). Call it once the connection is up (after s.barrier), and the
+// check after each call.
+func leakCheckFrom(t *testing.T) func() {
+	opt := goleak.IgnoreCurrent()
+	return func() {
+		t.Helper()
+		var err error
+		for range 10 { // goleak waits about 0.4s each time: 4s for a loaded machine
+			if err = goleak.Find(opt); err == nil {
+				return
+			}
+		}
+		t.Fatalf("goroutines outlived the call: %v", err)
+	}
+}
+
+// arrivals counts, per call (by prompt), the attempts that reached the
+// server, and tells when n have.
+type arrivals struct {
+	n     int
+	mu    sync.Mutex
+	count map[string]int
+	all   map[string]chan struct{}
+}
+
+func newArrivals(n int) *arrivals {
+	return &arrivals{n: n, count: map[string]int{}, all: map[string]chan struct{}{}}
+}
+
+// arrive records an attempt of call and returns a channel closed once n
+// attempts of call have arrived.
+func (a *arrivals) arrive(call string) <-chan struct{} {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ch := a.all[call]
+	if ch == nil {
+		ch = make(chan struct{})
+		a.all[call] = ch
+	}
+	a.count[call]++
+	if a.count[call] == a.n {
+		close(ch)
+	}
+	return ch
+}
+
+// TestHedgeLosersCancelledPromptly: once an attempt wins, the call returns
+// with its reply at once and the server sees the other attempts' contexts
+// end soon after, whichever attempt wins; no goroutine outlives the call.
+func TestHedgeLosersCancelledPromptly(t *testing.T) {
+	checkNoLeaks(t)
+	const attempts, bound = 3, 2 * time.Second // a bound for a loaded machine; the deadline is 10s
+	for winner := 1; winner <= attempts; winner++ {
+		t.Run(fmt.Sprint("winner ", winner), func(t *testing.T) {
+			arrived := newArrivals(attempts)
+			answered := make(chan time.Time, 1)
+			lost := make(chan time.Time, attempts)
+			s := &stubServer{}
+			s.GenerateF = func(ctx context.Context, req *inferencev1.GenerateRequest) (*inferencev1.GenerateResponse, error) {
+				n := incomingHedgeNumber(ctx)
+				select {
+				case <-arrived.arrive(req.GetPrompt()): // every attempt is in flight
+				case <-ctx.Done():
+					lost <- time.Now()
+					return nil, status.FromContextError(ctx.Err()).Err()
+				}
+				if n == winner {
+					answered <- time.Now()
+					return &inferencev1.GenerateResponse{Text: fmt.Sprint("attempt ", n)}, nil
+				}
+				<-ctx.Done()
+				lost <- time.Now()
+				return nil, status.FromContextError(ctx.Err()).Err()
+			}
+			c := dial(t, s, hedgePolicy(time.Millisecond, attempts))
+			s.barrier(t)
+			leaks := leakCheckFrom(t)
+			res, err := c.Generate(callCtx(t, 10*time.Second), &inferencev1.GenerateRequest{Prompt: "p"})
+			returned := time.Now()
+			if want := fmt.Sprint("attempt ", winner); err != nil || res.GetText() != want {
+				t.Fatalf("got %v, %v; want %q", res, err, want)
+			}
+			won := <-answered
+			if d := returned.Sub(won); d > bound {
+				t.Fatalf("the call returned %v after its winner answered", d)
+			}
+			for range attempts - 1 {
+				select {
+				case at := <-lost:
+					if d := at.Sub(returned); d > bound {
+						t.Fatalf("a loser's context ended %v after the call returned", d)
+					}
+				case <-time.After(10 * time.Second):
+					t.Fatal("a loser's context did not end within 10s of the call")
+				}
+			}
+			leaks()
+		})
+	}
+}
+
+// TestHedgeRepliesNeverMixed: both attempts of every call answer at the
+// same moment, each with its own reply, header and trailer; the loser's
+// answer, finishing after the winner's, is discarded. Each of hundreds of
+// concurrent calls gets one attempt's reply, header and trailer, all from
+// the same attempt (with -race: no attempt writes into another's).
+func TestHedgeRepliesNeverMixed(t *testing.T) {
+	checkNoLeaks(t)
+	arrived := newArrivals(2)
+	s := &stubServer{}
+	s.GenerateF = func(ctx context.Context, req *inferencev1.GenerateRequest) (*inferencev1.GenerateResponse, error) {
+		n := incomingHedgeNumber(ctx)
+		select {
+		case <-arrived.arrive(req.GetPrompt()):
+		case <-ctx.Done():
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
+		tag := fmt.Sprint(n)
+		grpc.SetHeader(ctx, metadata.Pairs("x-attempt", tag))
+		grpc.SetTrailer(ctx, metadata.Pairs("x-attempt", tag))
+		// Replies of different lengths: a reply written over another shows.
+		return &inferencev1.GenerateResponse{Text: req.GetPrompt() + "/" + strings.Repeat(tag, 10*n)}, nil
+	}
+	c := dial(t, s, hedgePolicy(time.Millisecond, 2))
+	s.barrier(t)
+	var wins [3]atomic.Int32
+	var wg sync.WaitGroup
+	for i := range 400 {
+		wg.Go(func() {
+			prompt := fmt.Sprint("call-", i)
+			var hdr, trl metadata.MD
+			res, err := c.Generate(callCtx(t, 30*time.Second), &inferencev1.GenerateRequest{Prompt: prompt}, grpc.Header(&hdr), grpc.Trailer(&trl))
+			if err != nil {
+				t.Errorf("%s: %v", prompt, err)
+				return
+			}
+			h, tr := hdr.Get("x-attempt"), trl.Get("x-attempt")
+			if len(h) != 1 || len(tr) != 1 || h[0] != tr[0] {
+				t.Errorf("%s: header %v, trailer %v: want one attempt's", prompt, h, tr)
+				return
+			}
+			n, _ := strconv.Atoi(h[0])
+			if want := prompt + "/" + strings.Repeat(h[0], 10*n); res.GetText() != want {
+				t.Errorf("%s: reply %q with the header and trailer of attempt %s", prompt, res.GetText(), h[0])
+				return
+			}
+			if n == 1 || n == 2 {
+				wins[n].Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	t.Logf("wins: first attempt %d, hedge %d", wins[1].Load(), wins[2].Load())
+}
+
+// TestHedgeIdempotencyKeyOnEveryAttempt: with IdempotencyHeader, every
+// attempt of a hedged call, whether sent on time or to replace a failed
+// one, carries the same key, and another call carries another.
+func TestHedgeIdempotencyKeyOnEveryAttempt(t *testing.T) {
+	checkNoLeaks(t)
+	const header = "x-idempotency-key"
+	script := &attemptScript{script: []func(context.Context, *inferencev1.GenerateRequest) (*inferencev1.GenerateResponse, error){
+		hang,                        // 1: slow, a hedge is sent on time
+		failWith(codes.Unavailable), // 2: fails, replaced at once
+		answer("third"),
+	}}
+	s := &stubServer{GenerateF: script.handler}
+	p := hedgePolicy(time.Millisecond, 3)
+	p.IdempotencyHeader = header
+	c := dial(t, s, p)
+	s.barrier(t)
+	keys := map[string]bool{}
+	for i, prompt := range []string{"p", "q"} {
+		if res, err := c.Generate(callCtx(t, 30*time.Second), &inferencev1.GenerateRequest{Prompt: prompt}); err != nil || res.GetText() != "third" {
+			t.Fatalf("%s: got %v, %v", prompt, res, err)
+		}
+		script.waitEnded(t, 3)
+		got := s.headers(methodGenerate, header)[3*i:]
+		if len(got) != 3 {
+			t.Fatalf("%s: %d attempts reached the server, want 3", prompt, len(got))
+		}
+		for _, v := range got {
+			if len(v) != 1 || v[0] != got[0][0] || len(v[0]) != 32 {
+				t.Fatalf("%s: keys %v: want one 32-digit key on every attempt", prompt, got)
+			}
+		}
+		keys[got[0][0]] = true
+	}
+	if len(keys) != 2 {
+		t.Fatalf("two calls carried keys %v: want a key of their own each", keys)
+	}
+}
+
+// failOrder makes the attempts of a hedged call, all in flight, fail in a
+// given order, each with a code of its own: an attempt fails only once the
+// client has handled the failure before it (the policy's Classify, which
+// the client calls as it handles a failure, tells the server).
+type failOrder struct {
+	order   []int // attempt numbers, in the order they fail
+	arrived *arrivals
+	mu      sync.Mutex
+	handled []chan struct{} // handled[i] is closed once the i-th failure was classified
+}
+
+func newFailOrder(order ...int) *failOrder {
+	f := &failOrder{order: order, arrived: newArrivals(len(order))}
+	for range order {
+		f.handled = append(f.handled, make(chan struct{}))
+	}
+	return f
+}
+
+// failCodes are the codes of attempts 1, 2 and 3.
+var failCodes = [...]codes.Code{1: codes.Unavailable, 2: codes.ResourceExhausted, 3: codes.Aborted}
+
+// fail is the server side of attempt n: it waits until every attempt is in
+// flight and the failure before its own was handled, then returns its
+// error.
+func (f *failOrder) fail(ctx context.Context, call string, n int) error {
+	i := slices.Index(f.order, n)
+	waits := []<-chan struct{}{f.arrived.arrive(call)}
+	if i > 0 {
+		waits = append(waits, f.handled[i-1])
+	}
+	for _, w := range waits {
+		select {
+		case <-w:
+		case <-ctx.Done():
+			return status.FromContextError(ctx.Err()).Err()
+		}
+	}
+	return status.Errorf(failCodes[n], "attempt %d", n)
+}
+
+// classify is the policy's Classify: every scripted failure is transient,
+// and its handling is told to the next attempt to fail.
+func (f *failOrder) classify(st *status.Status, _ metadata.MD) retry.Class {
+	var n int
+	if _, err := fmt.Sscanf(st.Message(), "attempt %d", &n); err == nil {
+		if i := slices.Index(f.order, n); i >= 0 {
+			f.mu.Lock()
+			select {
+			case <-f.handled[i]:
+			default:
+				close(f.handled[i])
+			}
+			f.mu.Unlock()
+		}
+	}
+	return retry.Transient
+}
+
+// TestHedgeAllFailLastStatusWins: when every attempt fails, the call's
+// error has the status (code and message) of the last attempt to fail,
+// whichever attempt that is.
+func TestHedgeAllFailLastStatusWins(t *testing.T) {
+	checkNoLeaks(t)
+	for _, order := range [][]int{{1, 2, 3}, {2, 3, 1}, {3, 1, 2}} {
+		t.Run(fmt.Sprint(order), func(t *testing.T) {
+			f := newFailOrder(order...)
+			s := &stubServer{}
+			s.GenerateF = func(ctx context.Context, req *inferencev1.GenerateRequest) (*inferencev1.GenerateResponse, error) {
+				return nil, f.fail(ctx, req.GetPrompt(), incomingHedgeNumber(ctx))
+			}
+			p := hedgePolicy(time.Millisecond, 3)
+			p.Classify = f.classify
+			c := dial(t, s, p)
+			s.barrier(t)
+			leaks := leakCheckFrom(t)
+			_, err := c.Generate(callCtx(t, 30*time.Second), &inferencev1.GenerateRequest{Prompt: "p"})
+			last := order[len(order)-1]
+			wantStop(t, err, failCodes[last], retry.StopMaxAttempts, 3)
+			if msg, want := status.Convert(err).Message(), fmt.Sprint("attempt ", last); msg != want {
+				t.Fatalf("message %q, want %q", msg, want)
+			}
+			leaks()
 		})
 	}
 }

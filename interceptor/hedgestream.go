@@ -34,21 +34,31 @@ import (
 // outgrow the buffer no further hedge is sent; the attempts in flight go on.
 //
 // Receiving: the race for the first message starts at the caller's first
-// RecvMsg, which tells the message type; each attempt then has a goroutine
-// that receives its first message into a message of its own, and the
-// winner's is handed to the caller. A caller that asks for Header before
-// any message commits the stream to the first attempt whose headers arrive
-// (it asked for one attempt's headers); Trailer and Context commit it to
-// the first attempt in flight, as they commit a retried stream.
+// RecvMsg, which tells the message type. The first attempt is received on
+// the caller's goroutine, straight into the caller's message; each hedge has
+// a goroutine that receives its first message into a message of its own, and
+// if a hedge wins, the first attempt is cancelled (which ends the caller's
+// receive) and the hedge's message is handed to the caller. So a stream on
+// which no hedge fires starts no goroutine and allocates no message of its
+// own. A caller that asks for Header before any message commits the stream
+// to the first attempt whose headers arrive (it asked for one attempt's
+// headers); Trailer and Context commit it to the first attempt in flight,
+// as they commit a retried stream.
+//
+// The first attempt, the list of attempts, the call options, the first kept
+// message and the send targets live in the stream's own memory, the hedge
+// timer is pooled, and the channel that wakes waiters is made only when
+// someone waits: what a hedged stream costs beyond a retried one, until a
+// hedge fires, is the first attempt's cancelable context.
 
 // streamHedge is one attempt of a hedged stream.
 type streamHedge struct {
 	attempt
 	n         int
-	receiving bool // a goroutine receives this attempt's first message
+	receiving bool // a goroutine (the caller's, for the first attempt) receives this attempt's first message
 	watching  bool // a goroutine waits for this attempt's headers
 	ended     bool // the attempt failed (or lost)
-	first     any  // the first message, if this attempt won by delivering it
+	msg       any  // the first message, if this attempt won by delivering it to a receiver of its own
 	start     time.Time
 }
 
@@ -63,6 +73,7 @@ type hedgeStream struct {
 	method   string
 	streamer grpc.Streamer
 	opts     callOptions
+	optsBuf  [6]grpc.CallOption
 	call     Call
 
 	recvMu sync.Mutex // serialises the caller's RecvMsg
@@ -72,13 +83,16 @@ type hedgeStream struct {
 	finished  atomic.Bool
 
 	mu          sync.Mutex
+	one         streamHedge // the first attempt
 	attempts    []*streamHedge
+	attemptsBuf [3]*streamHedge
 	live        int // attempts in flight
 	winner      *streamHedge
 	done        bool
 	final       error // once done: io.EOF for success
 	last        error // the last attempt's error
 	replay      []any
+	replay1     [1]any // backing for replay's first message
 	replayBytes int
 	overflow    bool // the kept messages outgrew the buffer: no more hedges
 	closeSent   bool
@@ -86,26 +100,62 @@ type hedgeStream struct {
 	msgType     protoreflect.MessageType // learned from the caller's first RecvMsg
 	headerRace  bool                     // the caller asked for headers before a winner
 	endPending  bool                     // the call ended: unlock reports it
-	timer       *time.Timer
+	timer       *streamTimer             // nil once no hedge can follow
 	armed       bool
-	wake        chan struct{} // closed and replaced on every change of state
+	wake        chan struct{} // made by a waiter; closed and cleared on every change of state
 	targets     []*streamHedge
+	targetsBuf  [3]*streamHedge
 }
 
-func newHedgeStream(ctx context.Context, d Decider, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts []grpc.CallOption, call Call) (grpc.ClientStream, error) {
-	s := &hedgeStream{d: d, ctx: ctx, desc: desc, cc: cc, method: method, streamer: streamer, call: call, wake: make(chan struct{})}
+// streamTimer is a hedged stream's hedge timer, pooled across streams. Its
+// callback fires the stream that holds it; the stream checks that the timer
+// is still its own and armed, so a callback that was due when the timer
+// was stopped does nothing. A timer whose callback may still run is never
+// put back in the pool.
+type streamTimer struct {
+	t *time.Timer
+	s atomic.Pointer[hedgeStream]
+}
+
+var streamTimers sync.Pool // of *streamTimer, stopped and given to no stream
+
+func init() {
+	streamTimers.New = func() any { // set here: the timer's callback refers to the pool
+		b := new(streamTimer)
+		b.t = time.AfterFunc(time.Hour, b.fire)
+		b.t.Stop()
+		return b
+	}
+}
+
+func (b *streamTimer) fire() {
+	if s := b.s.Load(); s != nil {
+		s.fire(b)
+	}
+}
+
+// newStreamTimer takes a stopped timer from the pool for s.
+func newStreamTimer(s *hedgeStream) *streamTimer {
+	b := streamTimers.Get().(*streamTimer)
+	b.s.Store(s)
+	return b
+}
+
+func newHedgeStream(ctx context.Context, d Decider, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts []grpc.CallOption, call *Call) (grpc.ClientStream, error) {
+	s := &hedgeStream{d: d, ctx: ctx, desc: desc, cc: cc, method: method, streamer: streamer, call: *call}
 	if s.call.Timeout > 0 {
 		s.ctx, s.cancelTO = context.WithTimeout(ctx, s.call.Timeout)
 	}
+	s.attempts = s.attemptsBuf[:0]
+	s.targets = s.targetsBuf[:0]
+	s.replay = s.replay1[:0]
+	s.opts.attempt = s.optsBuf[:0]
 	s.opts.sort(opts, nil, nil, false)
 	s.opts.applyTo(&s.call)
 	s.opts.attempt = append(s.opts.attempt, grpc.OnFinish(s.attemptFinished))
 	s.callCtx = callContext(s.ctx, &s.call)
-	s.timer = time.AfterFunc(time.Hour, s.fire)
-	s.timer.Stop()
-	s.mu.Lock()
+	s.timer = newStreamTimer(s)
 	s.call.Attempts = 1
-	s.mu.Unlock()
 	s.sendMu.Lock()
 	s.openAttempt(1, false)
 	s.sendMu.Unlock()
@@ -123,7 +173,11 @@ func (s *hedgeStream) openAttempt(n int, alone bool) {
 	if alone && n > 1 {
 		waitReady(s.callCtx, s.cc, s.call.connectWait()) // nothing is in flight: as a retry, wait for a connection
 	}
-	a := &streamHedge{n: n}
+	a := &s.one
+	if n > 1 {
+		a = new(streamHedge)
+	}
+	a.n = n
 	timeout := s.call.AttemptTimeout
 	ctx, cancel := context.WithCancel(attemptMetadataFor(s.callCtx, n))
 	a.cancel = cancel
@@ -153,7 +207,10 @@ func (s *hedgeStream) openAttempt(n int, alone bool) {
 		a.stop() // the call was decided while this attempt opened
 		return
 	}
-	msgs := slices.Clone(s.replay)
+	var msgs []any
+	if len(s.replay) > 0 {
+		msgs = slices.Clone(s.replay) // commit may clear s.replay while the replay runs
+	}
 	closeSent := s.closeSent
 	s.attempts = append(s.attempts, a)
 	s.live++
@@ -175,13 +232,14 @@ func (s *hedgeStream) openAttempt(n int, alone bool) {
 }
 
 // startWatchersLocked starts, for a, the goroutines the caller's wishes
-// need: a receiver once the message type is known, a header watcher if
+// need: a receiver once the message type is known (for a hedge: the
+// caller's RecvMsg receives the first attempt itself), a header watcher if
 // the caller asked for headers. The caller holds mu.
 func (s *hedgeStream) startWatchersLocked(a *streamHedge) {
 	if a.ended {
 		return
 	}
-	if s.msgType != nil && !a.receiving {
+	if s.msgType != nil && !a.receiving && a != &s.one {
 		a.receiving = true
 		go s.receiveFirst(a, s.msgType.New().Interface())
 	}
@@ -191,24 +249,59 @@ func (s *hedgeStream) startWatchersLocked(a *streamHedge) {
 	}
 }
 
-// receiveFirst receives a's first message into m, and settles the race.
+// receiveFirst receives a's first message into m, on a goroutine of its
+// own, and settles the race.
 func (s *hedgeStream) receiveFirst(a *streamHedge, m any) {
 	err := a.cs.RecvMsg(m)
 	s.mu.Lock()
 	defer s.unlock()
 	a.receiving = false
+	if s.settleFirstLocked(a, err) {
+		a.msg = m
+	}
+	s.signalLocked()
+}
+
+// receiveDirect receives the first attempt's first message on the caller's
+// goroutine, straight into m, and settles the race. The caller holds mu;
+// receiveDirect releases it while it receives. It reports whether m is the
+// stream's first message, and then it has released mu (and ended a stream
+// with one response).
+func (s *hedgeStream) receiveDirect(a *streamHedge, m any) bool {
+	a.receiving = true
+	s.mu.Unlock()
+	err := a.cs.RecvMsg(m)
+	s.mu.Lock()
+	a.receiving = false
+	won := s.settleFirstLocked(a, err)
+	s.signalLocked()
+	if !won {
+		return false
+	}
+	if !s.desc.ServerStreams {
+		s.endLocked(io.EOF) // the one response arrived, with status OK
+	}
+	s.unlock()
+	return true
+}
+
+// settleFirstLocked settles what the receive of a's first message, which
+// ended with err, means for the race, and reports whether the message
+// received is the stream's first. The caller holds mu.
+func (s *hedgeStream) settleFirstLocked(a *streamHedge, err error) bool {
 	switch {
 	case a == s.winner && err == nil:
-		a.first = m // committed to a by its headers meanwhile: the caller gets the message
+		s.responded = true
+		return true // committed to a by its headers meanwhile: the caller gets the message
 	case a == s.winner:
 		// Committed to a by its headers meanwhile: the caller's RecvMsg
 		// receives the end itself.
 	case a.ended || s.done || s.committed.Load():
 		// A loser: its message, if any, is discarded.
 	case err == nil:
-		a.first = m
 		s.responded = true
 		s.commitLocked(a)
+		return true
 	case err == io.EOF && s.desc.ServerStreams:
 		s.commitLocked(a) // a stream that ended with no message, and OK
 	default:
@@ -217,7 +310,7 @@ func (s *hedgeStream) receiveFirst(a *streamHedge, m any) {
 		}
 		s.failedLocked(a, a.convert(err, s.call.AttemptTimeout), a.cs.Trailer(), a.local || localError(err))
 	}
-	s.signalLocked()
+	return false
 }
 
 // watchHeader waits for a's headers; the first attempt to deliver them
@@ -250,7 +343,7 @@ func (s *hedgeStream) commitLocked(a *streamHedge) {
 	s.winner = a
 	a.answer()
 	s.committed.Store(true)
-	s.disarmLocked()
+	s.releaseTimerLocked()
 	for _, o := range s.attempts {
 		if o != a && !o.ended {
 			o.ended = true
@@ -258,8 +351,7 @@ func (s *hedgeStream) commitLocked(a *streamHedge) {
 			s.live--
 		}
 	}
-	clear(s.replay)
-	s.replay = nil
+	s.dropReplayLocked()
 	if s.call.Timed {
 		s.call.Elapsed = time.Since(a.start)
 	}
@@ -306,22 +398,58 @@ func (s *hedgeStream) failedLocked(a *streamHedge, err error, trailer metadata.M
 	}
 }
 
+// armLocked sets the timer to send a hedge after d (at once if d ≤ 0).
+// The caller holds mu.
 func (s *hedgeStream) armLocked(d time.Duration) {
-	s.timer.Reset(max(d, 0))
+	if s.timer == nil {
+		return // committed or done: no hedge can follow
+	}
+	s.disarmLocked()
+	s.timer.t.Reset(max(d, 0))
 	s.armed = true
 }
 
+// disarmLocked stops the timer. A timer that could not be stopped (its
+// callback is due) is replaced, so that the callback, finding the stream
+// holding another timer, does nothing. The caller holds mu.
 func (s *hedgeStream) disarmLocked() {
 	if s.armed {
-		s.timer.Stop()
+		if !s.timer.t.Stop() {
+			s.timer = newStreamTimer(s)
+		}
 		s.armed = false
 	}
 }
 
-// fire sends a hedge when the timer goes off.
-func (s *hedgeStream) fire() {
+// releaseTimerLocked stops the timer for good (no hedge can follow) and
+// puts it back in the pool, unless its callback may still run. The caller
+// holds mu.
+func (s *hedgeStream) releaseTimerLocked() {
+	b := s.timer
+	if b == nil {
+		return
+	}
+	s.timer = nil
+	if s.armed && !b.t.Stop() {
+		s.armed = false
+		return // the callback is due: it finds no timer of the stream's, and the timer is dropped
+	}
+	s.armed = false
+	b.s.Store(nil)
+	streamTimers.Put(b)
+}
+
+// dropReplayLocked releases the kept messages. The caller holds mu.
+func (s *hedgeStream) dropReplayLocked() {
+	clear(s.replay)
+	s.replay1[0] = nil
+	s.replay = nil
+}
+
+// fire sends a hedge when timer b goes off.
+func (s *hedgeStream) fire(b *streamTimer) {
 	s.mu.Lock()
-	if !s.armed || s.done || s.committed.Load() {
+	if s.timer != b || !s.armed || s.done || s.committed.Load() {
 		s.mu.Unlock()
 		return
 	}
@@ -356,7 +484,7 @@ func (s *hedgeStream) endLocked(outcome error) {
 	}
 	s.done = true
 	s.final = outcome
-	s.disarmLocked()
+	s.releaseTimerLocked()
 	for _, a := range s.attempts {
 		if a != s.winner && !a.ended {
 			a.ended = true
@@ -367,8 +495,7 @@ func (s *hedgeStream) endLocked(outcome error) {
 	if s.winner != nil {
 		s.winner.stop()
 	}
-	clear(s.replay)
-	s.replay = nil
+	s.dropReplayLocked()
 	if outcome == io.EOF && s.winner != nil {
 		s.call.Winner = s.winner.n
 	}
@@ -400,13 +527,18 @@ func (s *hedgeStream) unlock() {
 
 // signalLocked wakes whoever waits for a change. The caller holds mu.
 func (s *hedgeStream) signalLocked() {
-	close(s.wake)
-	s.wake = make(chan struct{})
+	if s.wake != nil {
+		close(s.wake)
+		s.wake = nil
+	}
 }
 
 // waitLocked waits for a change of state, or the caller's context. It
 // releases and retakes mu.
 func (s *hedgeStream) waitLocked() {
+	if s.wake == nil {
+		s.wake = make(chan struct{})
+	}
 	w := s.wake
 	s.mu.Unlock()
 	select {
@@ -443,8 +575,7 @@ func (s *hedgeStream) attemptFinished(err error) {
 		return
 	}
 	s.mu.Lock()
-	clear(s.replay)
-	s.replay = nil
+	s.dropReplayLocked()
 	s.mu.Unlock()
 	if s.finished.CompareAndSwap(false, true) {
 		s.opts.finish(err)
@@ -468,9 +599,8 @@ func (s *hedgeStream) SendMsg(m any) error {
 		size := messageSize(m)
 		if size < 0 || s.replayBytes+size > s.call.MaxReplayBytes {
 			s.overflow = true // no more hedges: they could not be given this message
-			s.disarmLocked()
-			clear(s.replay)
-			s.replay = nil
+			s.releaseTimerLocked()
+			s.dropReplayLocked()
 		} else {
 			s.replay = append(s.replay, m)
 			s.replayBytes += size
@@ -539,19 +669,25 @@ func (s *hedgeStream) RecvMsg(m any) error {
 				s.startWatchersLocked(a)
 			}
 		}
+		if a := &s.one; !a.ended && !a.receiving {
+			if s.receiveDirect(a, m) {
+				return nil
+			}
+			continue
+		}
 		s.waitLocked()
 	}
 	for s.winner != nil && s.winner.receiving {
 		s.waitLocked() // the winner's first message is on its way to us
 	}
-	if s.done && (s.winner == nil || s.winner.first == nil) {
+	if s.done && (s.winner == nil || s.winner.msg == nil) {
 		final := s.final
 		s.unlock()
 		return final
 	}
 	w := s.winner
-	if first := w.first; first != nil {
-		w.first = nil
+	if first := w.msg; first != nil {
+		w.msg = nil
 		s.mu.Unlock()
 		proto.Reset(m.(proto.Message))
 		proto.Merge(m.(proto.Message), first.(proto.Message))

@@ -51,19 +51,26 @@ import (
 // returns an error, or cancel the context, to release the stream.
 func Stream(d Decider) grpc.StreamClientInterceptor {
 	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-		s := &retryStream{d: d, ctx: ctx, desc: desc, cc: cc, method: method, streamer: streamer}
-		s.call.Conn = cc
-		s.call.Static = hasStaticMethod(opts)
-		retry, err := d.Begin(ctx, method, opts, &s.call)
+		// Begin fills a pooled Call, copied into the stream once it is
+		// known whether the stream is retried or hedged.
+		c := streamCalls.Get().(*Call)
+		defer func() {
+			*c = Call{}
+			streamCalls.Put(c)
+		}()
+		c.Conn = cc
+		c.Static = hasStaticMethod(opts)
+		retry, err := d.Begin(ctx, method, opts, c)
 		if err != nil {
 			return nil, err
 		}
 		if !retry {
 			return streamer(ctx, desc, cc, method, opts...)
 		}
-		if s.call.Hedging {
-			return newHedgeStream(ctx, d, desc, cc, method, streamer, opts, s.call)
+		if c.Hedging {
+			return newHedgeStream(ctx, d, desc, cc, method, streamer, opts, c)
 		}
+		s := &retryStream{d: d, ctx: ctx, desc: desc, cc: cc, method: method, streamer: streamer, call: *c}
 		if s.call.Timeout > 0 {
 			// The call's timeout ends with the call; the stream lives on
 			// after this function returns, so its cancel runs at the end.
@@ -84,6 +91,9 @@ func Stream(d Decider) grpc.StreamClientInterceptor {
 		return s, nil
 	}
 }
+
+// streamCalls pools the Call that Begin fills for a new stream.
+var streamCalls = sync.Pool{New: func() any { return new(Call) }}
 
 // retryStream is the grpc.ClientStream the caller holds: one logical stream
 // over a succession of attempts.

@@ -12,7 +12,6 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // Hedged unary calls.
@@ -56,9 +55,6 @@ type hedgeState struct {
 	reply   any
 	cc      *grpc.ClientConn
 	invoker grpc.UnaryInvoker
-	// replyType makes the hedges' replies (read before the first attempt
-	// writes into the caller's reply).
-	replyType protoreflect.MessageType
 }
 
 // timerBox is the hedge timer. Its fire checks, under the state's lock,
@@ -97,7 +93,7 @@ func (h *hedgeState) reusable() bool {
 	h.first = hedgeAttempt{}
 	h.winner, h.final, h.last, h.done = nil, nil, nil, nil
 	h.decided, h.inflight, h.idle = false, 0, time.Time{}
-	h.ctx, h.callCtx, h.d, h.u, h.req, h.reply, h.cc, h.invoker, h.replyType = nil, nil, nil, nil, nil, nil, nil, nil, nil
+	h.ctx, h.callCtx, h.d, h.u, h.req, h.reply, h.cc, h.invoker = nil, nil, nil, nil, nil, nil, nil, nil
 	return true
 }
 
@@ -110,7 +106,6 @@ func (u *unaryCall) hedged(ctx context.Context, d Decider, method string, req, r
 	}
 	h.ctx, h.callCtx, h.d, h.u = ctx, callContext(ctx, c), d, u
 	h.method, h.req, h.reply, h.cc, h.invoker = method, req, reply, cc, invoker
-	h.replyType = reply.(proto.Message).ProtoReflect().Type()
 
 	// The first attempt, on this goroutine.
 	a := &h.first
@@ -135,8 +130,10 @@ func (u *unaryCall) hedged(ctx context.Context, d Decider, method string, req, r
 	if u.opts.callerPeer != nil {
 		a.peer = u.peer
 	}
-	h.end(a, err)
-	return h.wait()
+	elapsed := h.elapsed(a)
+	h.mu.Lock()
+	h.endLocked(a, err, elapsed)
+	return h.waitLocked()
 }
 
 // start makes a's context and notes its start. The caller holds no lock,
@@ -228,7 +225,9 @@ func (h *hedgeState) fire(b *timerBox) {
 		return
 	}
 	c.Attempts++
-	a := &hedgeAttempt{n: c.Attempts, reply: h.replyType.New().Interface()}
+	// The hedge's own reply, of the caller's reply's type (the message
+	// type, which a concurrent write into the caller's reply leaves alone).
+	a := &hedgeAttempt{n: c.Attempts, reply: h.reply.(proto.Message).ProtoReflect().Type().New().Interface()}
 	a.opts = append(slices.Clip(h.u.opts.attempt[:h.u.opts.base]), grpc.Header(&a.header), grpc.Trailer(&a.trailer))
 	if h.u.opts.callerPeer != nil {
 		a.opts = append(a.opts, grpc.Peer(&a.peer))
@@ -254,7 +253,10 @@ func (h *hedgeState) fire(b *timerBox) {
 	} else {
 		err = h.invoker(actx, h.method, h.req, a.reply, h.cc, a.opts...)
 	}
-	h.end(a, err)
+	elapsed := h.elapsed(a)
+	h.mu.Lock()
+	h.endLocked(a, err, elapsed)
+	h.mu.Unlock()
 }
 
 // running counts one more attempt in flight. The caller holds h.mu.
@@ -266,15 +268,18 @@ func (h *hedgeState) running() {
 	h.inflight++
 }
 
-// end handles the end of attempt a with err.
-func (h *hedgeState) end(a *hedgeAttempt, err error) {
-	c := &h.u.call
-	var elapsed time.Duration
-	if c.Timed {
-		elapsed = time.Since(a.start)
+// elapsed returns how long attempt a ran, if the call is timed.
+func (h *hedgeState) elapsed(a *hedgeAttempt) time.Duration {
+	if h.u.call.Timed {
+		return time.Since(a.start)
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	return 0
+}
+
+// endLocked handles the end of attempt a, which ran for elapsed, with err.
+// The caller holds h.mu.
+func (h *hedgeState) endLocked(a *hedgeAttempt, err error, elapsed time.Duration) {
+	c := &h.u.call
 	h.inflight--
 	switch {
 	case h.decided:
@@ -346,12 +351,15 @@ func (h *hedgeState) cancelAll(keep *hedgeAttempt) {
 	}
 }
 
-// wait waits until the call is decided and every attempt has returned,
-// then gives the caller the winner's reply and captures, and returns the
-// call's error.
-func (h *hedgeState) wait() error {
-	h.mu.Lock()
-	ctxDone := h.ctx.Done()
+// waitLocked waits until the call is decided and every attempt has
+// returned, then gives the caller the winner's reply and captures, and
+// returns the call's error. The caller holds h.mu, which waitLocked
+// releases.
+func (h *hedgeState) waitLocked() error {
+	var ctxDone <-chan struct{}
+	if !(h.decided && h.inflight == 0) {
+		ctxDone = h.ctx.Done()
+	}
 	for !(h.decided && h.inflight == 0) {
 		if h.done == nil {
 			h.done = make(chan struct{})

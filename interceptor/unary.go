@@ -65,8 +65,10 @@ func Unary(d Decider) grpc.UnaryClientInterceptor {
 		if !retry {
 			return invoker(ctx, method, req, reply, cc, opts...)
 		}
-		if _, ok := reply.(proto.Message); c.Hedging && !ok {
-			c.Hedging, c.MaxAttempts = false, 1
+		if c.Hedging {
+			if _, ok := reply.(proto.Message); !ok {
+				c.Hedging, c.MaxAttempts = false, 1
+			}
 		}
 		if c.StatusOnly && !c.Hedging {
 			u.opts.sort(opts, nil, nil, false)

@@ -30,7 +30,8 @@ import (
 // covers the last one to two windows, so it follows a shift in latency
 // within a window. Recording is two atomic additions (a lock only to
 // switch generations, once per window); the estimate is recomputed every
-// 16 samples and read with one atomic load.
+// 16 samples (reading the buckets from the fastest up to the one that holds
+// the percentile, not the whole histogram) and read with one atomic load.
 const (
 	latencyBucketsPerOctave = 8
 	latencyMinOctave        = 10 // 2^10 ns ≈ 1µs
@@ -108,24 +109,26 @@ func (e *latencyEstimator) switchGeneration(from uint32) {
 	e.cur.Store(next)
 }
 
-// recompute sets the estimate from both generations.
+// recompute sets the estimate from both generations. Their sample count
+// follows from the total (the current generation holds the samples since
+// the last multiple of latencyWindow, the other a whole window once there
+// has been one), so it reads the buckets only from the fastest up to the
+// one that holds the percentile. (While samples are being recorded
+// concurrently the count can be off by the samples in flight; if the rank
+// is not reached, the estimate stays as it was.)
 func (e *latencyEstimator) recompute() {
-	var counts [latencyBuckets]uint64
-	var n uint64
-	for g := range e.gens {
-		for i := range e.gens[g] {
-			c := uint64(e.gens[g][i].Load())
-			counts[i] += c
-			n += c
-		}
+	total := e.total.Load()
+	n := total % latencyWindow
+	if total >= latencyWindow {
+		n += latencyWindow
 	}
 	if n == 0 {
 		return
 	}
 	rank := uint64(math.Ceil(e.quantile * float64(n)))
 	var seen uint64
-	for i, c := range counts {
-		seen += c
+	for i := range latencyBuckets {
+		seen += uint64(e.gens[0][i].Load()) + uint64(e.gens[1][i].Load())
 		if seen >= rank {
 			e.delay.Store(int64(max(bucketTop(i), e.minDelay)))
 			return

@@ -136,9 +136,9 @@ func (u *unaryCall) hedged(ctx context.Context, d Decider, method string, req, r
 	return h.waitLocked()
 }
 
-// start makes a's context and notes its start. The caller holds no lock,
-// and a is not yet among the attempts that decide cancels (or start's
-// caller sets a.cancel under h.mu, see fire).
+// start makes the first attempt's context and notes its start. It is
+// called before the hedge timer is armed, so before any other attempt can
+// win and cancel a; a hedge's cancel function is set under h.mu (see fire).
 func (h *hedgeState) start(a *hedgeAttempt) context.Context {
 	actx, cancel := h.attemptContext(a)
 	a.cancel = cancel
@@ -225,8 +225,9 @@ func (h *hedgeState) fire(b *timerBox) {
 		return
 	}
 	c.Attempts++
-	// The hedge's own reply, of the caller's reply's type (the message
-	// type, which a concurrent write into the caller's reply leaves alone).
+	// The hedge's own reply, of the caller's reply's type. Reading the
+	// type is safe while the first attempt writes into the caller's reply:
+	// protobuf's reflection reads it without touching the message's fields.
 	a := &hedgeAttempt{n: c.Attempts, reply: h.reply.(proto.Message).ProtoReflect().Type().New().Interface()}
 	a.opts = append(slices.Clip(h.u.opts.attempt[:h.u.opts.base]), grpc.Header(&a.header), grpc.Trailer(&a.trailer))
 	if h.u.opts.callerPeer != nil {

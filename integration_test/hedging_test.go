@@ -783,3 +783,52 @@ func TestHedgeAllFailLastStatusWins(t *testing.T) {
 		})
 	}
 }
+
+// TestHedgeSentAfterTheFirstReplyWasDecoded: a hedge sent after the first
+// attempt has decoded its reply into the caller's message, while that
+// attempt has not yet returned (an interceptor inside the retry
+// interceptor holds it), makes its own reply without reading the caller's:
+// under -race, no access to the caller's reply races with the decoding.
+// The first attempt's answer wins.
+func TestHedgeSentAfterTheFirstReplyWasDecoded(t *testing.T) {
+	checkNoLeaks(t)
+	s := &stubServer{}
+	s.GenerateF = func(ctx context.Context, req *inferencev1.GenerateRequest) (*inferencev1.GenerateResponse, error) {
+		if incomingHedgeNumber(ctx) > 1 {
+			return hang(ctx, req)
+		}
+		return reply(req), nil
+	}
+	var hedges sync.Map // prompt → chan struct{}, closed once the call's hedge is sent
+	hedgeOf := func(ctx context.Context) chan struct{} {
+		md, _ := metadata.FromOutgoingContext(ctx)
+		v, _ := hedges.Load(md.Get("x-prompt")[0])
+		return v.(chan struct{})
+	}
+	p := hedgePolicy(time.Millisecond, 2)
+	p.OnHedge = func(ev retry.HedgeEvent) {
+		if ev.Kind == retry.HedgeSent {
+			close(hedgeOf(ev.Context))
+		}
+	}
+	inner := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		err := invoker(ctx, method, req, reply, cc, opts...)
+		if outgoingHedgeNumber(ctx) == 1 {
+			select { // the reply is decoded; the attempt returns once a hedge is sent
+			case <-hedgeOf(ctx):
+			case <-ctx.Done():
+			}
+		}
+		return err
+	}
+	c := s.start(t, grpc.WithChainUnaryInterceptor(retry.Unary(p), inner), grpc.WithDisableRetry())
+	for i := range 50 {
+		prompt := fmt.Sprint("call-", i)
+		hedges.Store(prompt, make(chan struct{}))
+		ctx := metadata.AppendToOutgoingContext(callCtx(t, 30*time.Second), "x-prompt", prompt)
+		res, err := c.Generate(ctx, &inferencev1.GenerateRequest{Prompt: prompt})
+		if want := reply(&inferencev1.GenerateRequest{Prompt: prompt}).GetText(); err != nil || res.GetText() != want {
+			t.Fatalf("%s: got %v, %v; want %q", prompt, res, err, want)
+		}
+	}
+}

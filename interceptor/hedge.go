@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // Hedged unary calls.
@@ -55,6 +56,10 @@ type hedgeState struct {
 	reply   any
 	cc      *grpc.ClientConn
 	invoker grpc.UnaryInvoker
+	// replyType makes the hedges' replies. It is read before the first
+	// attempt writes into the caller's reply: decoding a reply starts by
+	// resetting the whole message, the state that reflection reads included.
+	replyType protoreflect.MessageType
 }
 
 // timerBox is the hedge timer. Its fire checks, under the state's lock,
@@ -93,7 +98,7 @@ func (h *hedgeState) reusable() bool {
 	h.first = hedgeAttempt{}
 	h.winner, h.final, h.last, h.done = nil, nil, nil, nil
 	h.decided, h.inflight, h.idle = false, 0, time.Time{}
-	h.ctx, h.callCtx, h.d, h.u, h.req, h.reply, h.cc, h.invoker = nil, nil, nil, nil, nil, nil, nil, nil
+	h.ctx, h.callCtx, h.d, h.u, h.req, h.reply, h.cc, h.invoker, h.replyType = nil, nil, nil, nil, nil, nil, nil, nil, nil
 	return true
 }
 
@@ -106,6 +111,7 @@ func (u *unaryCall) hedged(ctx context.Context, d Decider, method string, req, r
 	}
 	h.ctx, h.callCtx, h.d, h.u = ctx, callContext(ctx, c), d, u
 	h.method, h.req, h.reply, h.cc, h.invoker = method, req, reply, cc, invoker
+	h.replyType = reply.(proto.Message).ProtoReflect().Type()
 
 	// The first attempt, on this goroutine.
 	a := &h.first
@@ -225,10 +231,7 @@ func (h *hedgeState) fire(b *timerBox) {
 		return
 	}
 	c.Attempts++
-	// The hedge's own reply, of the caller's reply's type. Reading the
-	// type is safe while the first attempt writes into the caller's reply:
-	// protobuf's reflection reads it without touching the message's fields.
-	a := &hedgeAttempt{n: c.Attempts, reply: h.reply.(proto.Message).ProtoReflect().Type().New().Interface()}
+	a := &hedgeAttempt{n: c.Attempts, reply: h.replyType.New().Interface()}
 	a.opts = append(slices.Clip(h.u.opts.attempt[:h.u.opts.base]), grpc.Header(&a.header), grpc.Trailer(&a.trailer))
 	if h.u.opts.callerPeer != nil {
 		a.opts = append(a.opts, grpc.Peer(&a.peer))

@@ -44,8 +44,10 @@ import (
 // hedge is refused. So, as LogGiveUps does with its warnings, denials are
 // aggregated per method: at most one entry every 10 seconds (see
 // LogHedgesEvery), counting in grpc.retry.suppressed the denials not
-// logged since the previous one. Sent and won entries are not aggregated
-// (they are bounded by MaxExtraLoad or the budget, and at DEBUG).
+// logged since the previous one. As with LogGiveUps, a window's count is
+// reported with the method's next denial entry, whenever that comes. Sent
+// and won entries are not aggregated (they are bounded by MaxExtraLoad or
+// the budget, and at DEBUG).
 //
 // The hook is called on the goroutine that sends the hedge (sent,
 // denied) or on the calling goroutine (won), concurrently for concurrent
@@ -56,7 +58,9 @@ func LogHedges(l logging.Logger) func(HedgeEvent) {
 }
 
 // LogHedgesEvery is LogHedges with the denials of each method logged at
-// most once per every (0: every one, no aggregation).
+// most once per every instead of once per 10 seconds. An every of 0 or less
+// turns the aggregation off: every denial is logged, with
+// grpc.retry.suppressed 0.
 func LogHedgesEvery(l logging.Logger, every time.Duration) func(HedgeEvent) {
 	if l == nil {
 		panic("retry.LogHedges: nil Logger")

@@ -34,11 +34,11 @@ import (
 // Levels: sent and won are logging.LevelDebug. A hedging policy sends
 // hedges by design (with a learned delay, on about MaxExtraLoad of the
 // calls, 5% by default): at INFO a busy service would log one line for
-// every twenty calls. Denied is logging.LevelInfo: the budget (or the
-// MaxExtraLoad guard of a learned delay) refused a hedge that was due, so
-// the tail is no longer being cut; the call itself goes on with the
-// attempts in flight. It is not a warning: a call that then fails is
-// logged by LogGiveUps, at WARN, with Reason StopBudget.
+// every twenty calls. Denied is logging.LevelInfo: the budget, or the
+// load guard that keeps hedges sent on time within MaxExtraLoad, refused
+// a hedge that was due, so the tail is no longer being cut; the call
+// itself goes on with the attempts in flight. It is not a warning: a call
+// that then fails is logged by LogGiveUps, at WARN, with Reason StopBudget.
 //
 // Denials come in floods: when a backend slows down, every slow call's
 // hedge is refused. So, as LogGiveUps does with its warnings, denials are

@@ -721,7 +721,9 @@ func (s *hedgeStream) RecvMsg(m any) error {
 		err = status.Error(codes.Unavailable, "retry: stream ended without its response message")
 	}
 	s.last = err
-	_, final := s.d.Failed(s.ctx, &s.call, Outcome{Err: w.convert(err, s.call.AttemptTimeout), Trailer: w.cs.Trailer(), Committed: true, Local: localError(err), Attempt: w.n})
+	// The winner is the only attempt left (the others were cancelled when
+	// it won): its failure ends the call.
+	_, final := s.d.Failed(s.ctx, &s.call, Outcome{Err: w.convert(err, s.call.AttemptTimeout), Trailer: w.cs.Trailer(), Committed: true, Local: localError(err), Attempt: w.n, Alone: true})
 	s.endLocked(final)
 	return final
 }

@@ -18,11 +18,8 @@ type Budget interface {
 	success()
 	// failed is told, at now, of every failed attempt that gRFC A6 counts
 	// as a failure for throttling: a retryable class, or a server pushback
-	// saying "do not retry". retry reports that the attempt was a retry or
-	// a hedge (not a call's first attempt); committed that the call had
-	// committed, so it could not have been retried anyway; timeout that
-	// the attempt's class is Timeout (it ran out of time).
-	failed(now time.Time, retry, committed, timeout bool)
+	// saying "do not retry"; f says what kind of failure it was.
+	failed(now time.Time, f attemptFailure)
 	// tryRetry asks, at now, whether one more attempt (a retry or a hedge)
 	// may be sent.
 	tryRetry(now time.Time) bool
@@ -36,10 +33,27 @@ var NoBudget Budget = noBudget{}
 
 type noBudget struct{}
 
-func (noBudget) success()                           {}
-func (noBudget) failed(time.Time, bool, bool, bool) {}
-func (noBudget) tryRetry(time.Time) bool            { return true }
-func (noBudget) validate() error                    { return nil }
+func (noBudget) success()                         {}
+func (noBudget) failed(time.Time, attemptFailure) {}
+func (noBudget) tryRetry(time.Time) bool          { return true }
+func (noBudget) validate() error                  { return nil }
+
+// attemptFailure describes a failed attempt to a Budget.
+type attemptFailure struct {
+	// retry reports that the attempt was a retry or a hedge (not a call's
+	// first attempt).
+	retry bool
+	// committed reports that the call had committed, so it could not have
+	// been retried anyway.
+	committed bool
+	// timeout reports that the attempt's class is Timeout (it ran out of
+	// time).
+	timeout bool
+	// disconnected reports that the channel had no ready connection right
+	// after the attempt failed: it failed for want of a connection, most
+	// likely without reaching a server.
+	disconnected bool
+}
 
 // milli is the fixed-point scale of budget balances: 1000 = one retry.
 const milli = 1000

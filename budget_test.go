@@ -30,19 +30,19 @@ func TestCreditBudgetArithmetic(t *testing.T) {
 		}
 	}
 	// A first attempt's fast failure costs nothing; a failed retry one.
-	b.failed(t0, false, false, false)
-	b.failed(t0, true, false, false)
-	b.failed(t0, true, false, false)
+	b.failed(t0, attemptFailure{})
+	b.failed(t0, attemptFailure{retry: true})
+	b.failed(t0, attemptFailure{retry: true})
 	if b.Balance() != 1 || !b.tryRetry(t0) {
 		t.Fatalf("balance %v after 2 failed retries, want 1 and retries allowed", b.Balance())
 	}
-	b.failed(t0, true, false, false)
+	b.failed(t0, attemptFailure{retry: true})
 	if b.Balance() != 0 || b.tryRetry(t0) {
 		t.Fatalf("balance %v: at zero retries must stop", b.Balance())
 	}
 	// The balance goes into debt, down to -MaxDebt, and no further.
 	for range 100 {
-		b.failed(t0, true, false, false)
+		b.failed(t0, attemptFailure{retry: true})
 	}
 	if b.Balance() != -DefaultCreditMaxDebt {
 		t.Fatalf("balance %v, want the debt limit %v", b.Balance(), -DefaultCreditMaxDebt)
@@ -72,18 +72,18 @@ func TestCreditBudgetTimeoutRule(t *testing.T) {
 	// In credit, a first attempt's timeout costs nothing: a replica that
 	// hangs is retried in full.
 	for range 10 {
-		b.failed(t0, false, false, true)
+		b.failed(t0, attemptFailure{timeout: true})
 	}
 	if b.Balance() != DefaultCreditMax {
 		t.Fatalf("balance %v: first-attempt timeouts were charged while in credit", b.Balance())
 	}
 	// In debt, each one is charged as a failed retry.
 	for range 3 {
-		b.failed(t0, true, false, false)
+		b.failed(t0, attemptFailure{retry: true})
 	}
-	b.failed(t0, false, false, true)
-	b.failed(t0, false, false, true)
-	b.failed(t0, false, false, false) // a fast first failure: still free
+	b.failed(t0, attemptFailure{timeout: true})
+	b.failed(t0, attemptFailure{timeout: true})
+	b.failed(t0, attemptFailure{}) // a fast first failure: still free
 	if b.Balance() != -2 {
 		t.Fatalf("balance %v, want -2: two first-attempt timeouts charged at zero and below", b.Balance())
 	}
@@ -94,7 +94,7 @@ func TestCreditBudgetFloor(t *testing.T) {
 	const s = time.Second
 	b := NewCreditBudget(CreditBudgetConfig{NoDeposits: true, PerSecond: 0.5, MaxDebt: 4})
 	for range 7 {
-		b.failed(t0, true, false, false) // 3 → -4 (the limit)
+		b.failed(t0, attemptFailure{retry: true}) // 3 → -4 (the limit)
 	}
 	if b.Balance() != -4 {
 		t.Fatalf("balance %v", b.Balance())
@@ -112,14 +112,14 @@ func TestCreditBudgetFloor(t *testing.T) {
 		t.Fatalf("after an hour: balance %v, want full", b.Balance())
 	}
 	// Time that passed while the balance was full earns nothing later.
-	b.failed(t0.Add(2*time.Hour), true, false, false)
+	b.failed(t0.Add(2*time.Hour), attemptFailure{retry: true})
 	if b.Balance() != DefaultCreditMax-1 {
 		t.Fatalf("balance %v: credit earned while full was kept", b.Balance())
 	}
 	// A clock at the Unix epoch is a clock like any other.
 	e := NewCreditBudget(CreditBudgetConfig{NoDeposits: true, PerSecond: 1})
 	for range 5 {
-		e.failed(time.Unix(0, 0), true, false, false)
+		e.failed(time.Unix(0, 0), attemptFailure{retry: true})
 	}
 	if e.tryRetry(time.Unix(2, 0)); e.Balance() != 0 {
 		t.Fatalf("epoch clock: balance %v after 2s at 1/s from -2, want 0", e.Balance())
@@ -144,7 +144,7 @@ func TestCreditBudgetSuccessWritesNothingWhenFull(t *testing.T) {
 	}
 	// The count sees writes: a failed retry writes, and so does a success
 	// below full.
-	b.failed(time.Unix(1_000_000, 0), true, false, false)
+	b.failed(time.Unix(1_000_000, 0), attemptFailure{retry: true})
 	after := writes.Load()
 	if after == 0 {
 		t.Fatal("a failed retry made no write that the count saw")
@@ -183,7 +183,7 @@ func TestCreditBudgetDefaultExact(t *testing.T) {
 	// 24 failed retries at t0: 3 → -20, the debt limit (the 24th is
 	// forgiven). The floor starts counting at t0.
 	for range 24 {
-		b.failed(t0, true, false, false)
+		b.failed(t0, attemptFailure{retry: true})
 	}
 	want("at the debt limit", -20_000, false, t0)
 	// 150 successes earn 15 retries; 10 s of floor at 0.05/s earn 0.5.
@@ -210,23 +210,23 @@ func TestCreditBudgetDefaultExact(t *testing.T) {
 	// retry then takes one, and 2 s later the floor has paid 0.1 of it
 	// back; a success earns 0.1 more.
 	want("full at 60s", 3_000, true, at(60*time.Second))
-	b.failed(at(60*time.Second), true, false, false)
+	b.failed(at(60*time.Second), attemptFailure{retry: true})
 	want("a failed retry at 60s", 2_000, true, at(60*time.Second))
 	want("2s later", 2_100, true, at(62*time.Second))
 	b.success()
 	want("and a success", 2_200, true, at(62*time.Second))
 	// After an idle hour (long enough to fill any balance) the budget is
 	// full again.
-	b.failed(at(time.Hour), true, false, false)
+	b.failed(at(time.Hour), attemptFailure{retry: true})
 	want("a failed retry after an idle hour", 2_000, true, at(time.Hour))
 	// While in debt, a first attempt's timeout takes one retry too; in
 	// credit it is free.
-	b.failed(at(time.Hour), false, false, true)
+	b.failed(at(time.Hour), attemptFailure{timeout: true})
 	want("a first attempt's timeout in credit", 2_000, true, at(time.Hour))
 	for range 3 {
-		b.failed(at(time.Hour), true, false, false)
+		b.failed(at(time.Hour), attemptFailure{retry: true})
 	}
-	b.failed(at(time.Hour), false, false, true)
+	b.failed(at(time.Hour), attemptFailure{timeout: true})
 	want("a first attempt's timeout in debt", -2_000, false, at(time.Hour))
 }
 
@@ -244,7 +244,7 @@ func TestCreditBudgetConcurrentEarnPaysEachSpanOnce(t *testing.T) {
 	// leaves room for the 20 s of the run without reaching Max.
 	b := NewCreditBudget(CreditBudgetConfig{NoDeposits: true, PerSecond: 1, Max: 1, MaxDebt: 100})
 	for range 101 {
-		b.failed(t0, true, false, false) // also starts the floor at t0
+		b.failed(t0, attemptFailure{retry: true}) // also starts the floor at t0
 	}
 	start := b.balance.Load()
 	if start != -100_000 {
@@ -285,12 +285,12 @@ func TestThrottleArithmetic(t *testing.T) {
 		t.Fatalf("a new throttle has %v tokens and must allow retries", th.Tokens())
 	}
 	for i := 0; i < 4; i++ {
-		th.failed(now, false, false, false)
+		th.failed(now, attemptFailure{})
 	}
 	if th.Tokens() != 6 || !th.tryRetry(now) {
 		t.Fatalf("6 tokens of 10 must allow retries (have %v)", th.Tokens())
 	}
-	th.failed(now, false, false, false)
+	th.failed(now, attemptFailure{})
 	if th.Tokens() != 5 || th.tryRetry(now) {
 		t.Fatalf("at exactly half the tokens (%v) retries must stop", th.Tokens())
 	}
@@ -299,7 +299,7 @@ func TestThrottleArithmetic(t *testing.T) {
 		t.Fatalf("a success refunds 0.1: %v", th.Tokens())
 	}
 	for i := 0; i < 100; i++ {
-		th.failed(now, false, false, false)
+		th.failed(now, attemptFailure{})
 	}
 	if th.Tokens() != 0 {
 		t.Fatalf("tokens %v, want floor 0", th.Tokens())
@@ -323,8 +323,8 @@ func TestBudgetsStayInBoundsUnderConcurrency(t *testing.T) {
 				at := now.Add(time.Duration(i) * time.Millisecond)
 				cb.success()
 				cb.tryRetry(at)
-				cb.failed(at, i%2 == 0, false, i%3 == 0)
-				th.failed(now, false, false, false)
+				cb.failed(at, attemptFailure{retry: i%2 == 0, timeout: i%3 == 0})
+				th.failed(now, attemptFailure{})
 				th.tryRetry(now)
 				if i%3 == 0 {
 					th.success()
@@ -391,8 +391,8 @@ func TestCreditBudgetNoDebt(t *testing.T) {
 		t.Fatalf("Config() = %+v, want MaxDebt 0 and NoDebt", cfg)
 	}
 	for range 10 {
-		b.failed(t0, true, false, false)
-		b.failed(t0, false, false, true) // a first attempt's timeout, at zero
+		b.failed(t0, attemptFailure{retry: true})
+		b.failed(t0, attemptFailure{timeout: true}) // a first attempt's timeout, at zero
 	}
 	if b.Balance() != 0 || b.tryRetry(t0) {
 		t.Fatalf("balance %v after 10 failed retries from 3, want 0 and retries refused", b.Balance())
@@ -404,7 +404,7 @@ func TestCreditBudgetNoDebt(t *testing.T) {
 	// With the floor: from zero, 20 ms earn the one milli-retry that opens it.
 	f := NewCreditBudget(CreditBudgetConfig{NoDeposits: true, NoDebt: true})
 	for range 10 {
-		f.failed(t0, true, false, false)
+		f.failed(t0, attemptFailure{retry: true})
 	}
 	if f.tryRetry(t0.Add(19*time.Millisecond)) || !f.tryRetry(t0.Add(20*time.Millisecond)) || f.balance.Load() != 1 {
 		t.Fatalf("balance %d milli-retries, want 1 after 20ms at 0.05/s from zero", f.balance.Load())
@@ -452,5 +452,66 @@ func TestDeadlineEndedRetriesAreCharged(t *testing.T) {
 	c.Failed(canceled, call, interceptor.Outcome{Err: status.Error(codes.Canceled, "context canceled"), Attempt: 2})
 	if b.Balance() != DefaultCreditMax-1 {
 		t.Fatalf("balance %v: a cancelled retry was charged", b.Balance())
+	}
+}
+
+// TestDisconnectedFailuresCostNoCredit: a failed retry, or a first
+// attempt's timeout while in debt, after which the channel had no ready
+// connection costs the credit budget nothing, through the decision code as
+// well as on the budget; the same failures with a connection are charged.
+// The A6 throttle counts them all, as grpc-go does.
+func TestDisconnectedFailuresCostNoCredit(t *testing.T) {
+	t0 := time.Unix(1_000_000, 0)
+	b := NewCreditBudget(CreditBudgetConfig{NoFloor: true, NoDeposits: true})
+	for range 10 {
+		b.failed(t0, attemptFailure{retry: true, disconnected: true})
+	}
+	if b.Balance() != DefaultCreditMax {
+		t.Fatalf("balance %v after 10 failed retries without a connection, want %v (nothing charged)", b.Balance(), float64(DefaultCreditMax))
+	}
+	for range 4 {
+		b.failed(t0, attemptFailure{retry: true})
+	}
+	if b.Balance() != -1 {
+		t.Fatalf("balance %v after 4 failed retries with a connection, want -1", b.Balance())
+	}
+	b.failed(t0, attemptFailure{timeout: true, disconnected: true}) // in debt, but no connection
+	if b.Balance() != -1 {
+		t.Fatalf("balance %v: a first attempt's timeout without a connection was charged", b.Balance())
+	}
+	b.failed(t0, attemptFailure{timeout: true})
+	if b.Balance() != -2 {
+		t.Fatalf("balance %v: a first attempt's timeout in debt was not charged", b.Balance())
+	}
+
+	th := NewThrottle(10, 0.1)
+	th.failed(t0, attemptFailure{retry: true, disconnected: true})
+	if th.Tokens() != 9 {
+		t.Fatalf("throttle tokens %v after a failure without a connection, want 9", th.Tokens())
+	}
+
+	// Through Failed: Outcome.Disconnected reaches the budget.
+	d := NewCreditBudget(CreditBudgetConfig{NoFloor: true, NoDeposits: true})
+	p := exact()
+	p.Budget = d
+	c := mustCompile(p)
+	ctx := context.Background()
+	for _, disconnected := range []bool{true, false} {
+		call := &interceptor.Call{}
+		c.Begin(ctx, "/test.Service/Method", nil, call)
+		call.Attempts = 2
+		c.Failed(ctx, call, interceptor.Outcome{Err: status.Error(codes.Unavailable, "connection refused"), Attempt: 2, Disconnected: disconnected})
+		c.Done(ctx, call, errors.New("ended"))
+	}
+	if d.Balance() != DefaultCreditMax-1 {
+		t.Fatalf("balance %v after one retry failed without a connection and one with, want %v", d.Balance(), float64(DefaultCreditMax-1))
+	}
+}
+
+// A Throttle in a validation error reads as the call that made it.
+func TestThrottleInValidationError(t *testing.T) {
+	err := (Policy{Budget: NewThrottle(-1, 0.1)}).Validate()
+	if err == nil || !strings.Contains(err.Error(), "NewThrottle(-1, 0.1): NewThrottle maxTokens -1: must be in (0, 1000]") {
+		t.Fatalf("Validate() = %v", err)
 	}
 }

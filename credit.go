@@ -43,6 +43,14 @@ type CreditBudgetConfig struct {
 //     of time (class Timeout) takes one retry too.
 //   - Each successful call earns Ratio of a retry, and the budget earns
 //     PerSecond retries per second on its own, up to Max.
+//   - A failure after which the channel has no ready connection (it is
+//     connecting, idle or in transient failure) costs nothing: the attempt
+//     found no connection, or lost it, so it put no load on a server, and
+//     the next retry waits for a connection before it is sent
+//     (Policy.ConnectWait). During a restart a channel can still report a
+//     connection for a moment after it closed; the retries sent in that
+//     moment fail at once, and charging them would empty the budget just
+//     when the retries that wait for the server are about to succeed.
 //
 // So a transient partial failure (a replica lost with calls in flight, a
 // restart, a blip) is retried in full however many calls it hits, because
@@ -208,12 +216,15 @@ func (b *CreditBudget) success() {
 	b.add(b.ratio)
 }
 
-func (b *CreditBudget) failed(now time.Time, retry, _, timeout bool) {
-	if !retry && !timeout {
+func (b *CreditBudget) failed(now time.Time, f attemptFailure) {
+	if !f.retry && !f.timeout {
 		return // a first attempt's fast failure is not charged: only retries are on credit
 	}
+	if f.disconnected {
+		return // no connection: it put no load on a server
+	}
 	b.earn(now.UnixNano())
-	if !retry && b.balance.Load() > 0 {
+	if !f.retry && b.balance.Load() > 0 {
 		return // a first attempt's timeout is charged only while in debt
 	}
 	b.add(-milli)

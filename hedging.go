@@ -116,10 +116,10 @@ func (s *callState) attemptFailed(n int) {
 func (c *compiled) hedgesRanOut(call *interceptor.Call, s *callState, now time.Time) {
 	hedges := call.Attempts - 1 - s.hedgesFailed
 	if !s.firstFailed {
-		c.Budget.failed(now, false, false, true)
+		c.Budget.failed(now, attemptFailure{timeout: true})
 	}
 	for range hedges {
-		c.Budget.failed(now, true, false, true)
+		c.Budget.failed(now, attemptFailure{retry: true, timeout: true})
 	}
 	s.firstFailed, s.hedgesFailed = true, call.Attempts-1
 }

@@ -114,7 +114,7 @@ func TestHedgeBudgetAndEvents(t *testing.T) {
 		t.Fatal("a full throttle refused a hedge")
 	}
 	call.Attempts = 2
-	th.failed(time.Now(), false, false, false) // at half: no more retries
+	th.failed(time.Now(), attemptFailure{}) // at half: no more retries
 	if ok, err := c.Hedge(ctx, call, false); ok || err != nil {
 		t.Fatalf("Hedge = %v, %v; want refused, the call going on", ok, err)
 	}
@@ -405,14 +405,14 @@ type recordingBudget struct {
 func (b *recordingBudget) success()                {}
 func (b *recordingBudget) tryRetry(time.Time) bool { return true }
 func (b *recordingBudget) validate() error         { return nil }
-func (b *recordingBudget) failed(_ time.Time, retry, _, timeout bool) {
+func (b *recordingBudget) failed(_ time.Time, f attemptFailure) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	kind := "first"
-	if retry {
+	if f.retry {
 		kind = "retry"
 	}
-	if timeout {
+	if f.timeout {
 		kind += " timeout"
 	}
 	b.charges = append(b.charges, kind)

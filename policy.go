@@ -80,12 +80,11 @@ type Policy struct {
 	// The wait is no longer than PerAttemptTimeout either, and does not
 	// count against the attempt's own PerAttemptTimeout, which starts once
 	// the retry is sent. A PerAttemptTimeout shorter than the server's
-	// reconnect time therefore cuts the wait, and the retry fails fast and
-	// is charged to the budget: in the policy lab's restart scenario (the
-	// default budget, a 1s restart, gRPC's reconnect backoff bringing the
-	// channel back 1s to 2.9s after the drop) 100% of the calls hit
-	// succeed with no PerAttemptTimeout, 61.3% with a 2s one. Set
-	// PerAttemptTimeout above the reconnect time, or leave it 0.
+	// reconnect time therefore cuts the wait, and the retry fails fast: it
+	// costs no budget (a failure after which the channel has no connection
+	// never does, see CreditBudget), but it spends an attempt. Set
+	// PerAttemptTimeout above the reconnect time, or leave it 0, so that a
+	// restart costs one retry.
 	//
 	// The first attempt is sent as the caller asked: gRPC's default fails it
 	// at once on a channel without a connection; with the caller's

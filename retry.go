@@ -210,7 +210,7 @@ func (c *compiled) Failed(ctx context.Context, call *interceptor.Call, o interce
 		// client whose retries all run into its deadlines never drains);
 		// a cancellation did not.
 		if ctx.Err() != context.Canceled && s.lastClass != Permanent && !o.Committed {
-			c.Budget.failed(now, o.Attempt > 1, false, s.lastClass == Timeout)
+			c.Budget.failed(now, attemptFailure{retry: o.Attempt > 1, timeout: s.lastClass == Timeout, disconnected: o.Disconnected})
 			if call.Hedging {
 				c.hedgesRanOut(call, s, now)
 			}
@@ -227,11 +227,11 @@ func (c *compiled) Failed(ctx context.Context, call *interceptor.Call, o interce
 	}
 	if s.lastClass == Permanent {
 		if pb.stop && !o.Committed {
-			c.Budget.failed(now, o.Attempt > 1, false, false)
+			c.Budget.failed(now, attemptFailure{retry: o.Attempt > 1})
 		}
 		return stop(StopPermanent)
 	}
-	c.Budget.failed(now, o.Attempt > 1, o.Committed, s.lastClass == Timeout)
+	c.Budget.failed(now, attemptFailure{retry: o.Attempt > 1, committed: o.Committed, timeout: s.lastClass == Timeout, disconnected: o.Disconnected})
 	if s.lastClass == Timeout && call.Timed {
 		if m := c.hedgeMethod(call.Method); m != nil && m.est != nil {
 			m.est.observe(o.Elapsed) // an attempt that ran out of time says how long answers take

@@ -43,8 +43,8 @@ func (seamClock) Sleep(ctx context.Context, _ time.Duration) error { return ctx.
 type seamBudget struct{ b seam.Budget }
 
 func (s seamBudget) success() { s.b.Success() }
-func (s seamBudget) failed(now time.Time, retry, committed, timeout bool) {
-	s.b.Failed(now, retry, committed, timeout)
+func (s seamBudget) failed(now time.Time, f attemptFailure) {
+	s.b.Failed(now, seam.Failure{Retry: f.retry, Committed: f.committed, Timeout: f.timeout, Disconnected: f.disconnected})
 }
 func (s seamBudget) tryRetry(now time.Time) bool { return s.b.TryRetry(now) }
 func (seamBudget) validate() error               { return nil }

@@ -47,10 +47,17 @@ func NewThrottle(maxTokens, tokenRatio float64) *Throttle {
 
 func (t *Throttle) validate() error { return t.err }
 
+// String describes the throttle by its arguments (as in the error of
+// Policy.Validate).
+func (t *Throttle) String() string {
+	return fmt.Sprintf("NewThrottle(%v, %v)", t.maxTokens, t.tokenRatio)
+}
+
 // failed takes a token for a failure, as grpc-go does: a call that had
-// committed is not counted.
-func (t *Throttle) failed(_ time.Time, _, committed, _ bool) {
-	if !committed {
+// committed is not counted; a failure for want of a connection is (unlike
+// CreditBudget), as grpc-go counts every failure with a retryable code.
+func (t *Throttle) failed(_ time.Time, f attemptFailure) {
+	if !f.committed {
 		t.add(-milli)
 	}
 }

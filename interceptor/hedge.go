@@ -303,6 +303,8 @@ func (h *hedgeState) endLocked(a *hedgeAttempt, err error, elapsed time.Duration
 			Attempt: a.n,
 			Alone:   alone,
 			Elapsed: elapsed,
+
+			Disconnected: disconnected(h.cc),
 		})
 		switch {
 		case final != nil:

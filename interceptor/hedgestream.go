@@ -384,6 +384,8 @@ func (s *hedgeStream) failedLocked(a *streamHedge, err error, trailer metadata.M
 		Attempt:   n,
 		Alone:     s.live == 0,
 		Elapsed:   elapsed,
+
+		Disconnected: disconnected(s.cc),
 	})
 	switch {
 	case final != nil:

@@ -121,6 +121,12 @@ type Outcome struct {
 	// is then the previous attempt's error, and Call.Attempts does not count
 	// the attempt that did not start.
 	Unstarted bool
+	// Disconnected reports that the channel had no ready connection right
+	// after the attempt failed (it was connecting, idle or in transient
+	// failure): the attempt failed for want of a connection, most likely
+	// without reaching a server, and the next one waits for a connection
+	// before it is sent (Call.ConnectWait).
+	Disconnected bool
 	// Attempt is the number of the attempt that failed (1 for the first).
 	Attempt int
 	// Alone reports, for a hedged call, that no other attempt is in flight

@@ -44,6 +44,19 @@ func waitReady(ctx context.Context, cc *grpc.ClientConn, d time.Duration) bool {
 	}
 }
 
+// disconnected reports whether cc has no ready connection now: it is
+// connecting, idle or in transient failure. Asked right after an attempt
+// failed, it tells a failure for want of a connection (a restart, a lost
+// replica) from a server's answer. A nil cc and a channel being shut down
+// count as connected (nothing is known of them).
+func disconnected(cc *grpc.ClientConn) bool {
+	if cc == nil {
+		return false
+	}
+	s := cc.GetState()
+	return s != connectivity.Ready && s != connectivity.Shutdown
+}
+
 // connectWait is how long a retry of c waits for a ready connection:
 // ConnectWait, and no longer than one attempt may take. The wait comes
 // before the attempt, whose own timeout starts once it is sent.

@@ -356,7 +356,7 @@ func (s *retryStream) reopen() error {
 		if err == nil {
 			return nil
 		}
-		if err := s.decide(Outcome{Err: err}); err != nil {
+		if err := s.decide(Outcome{Err: err, Disconnected: disconnected(s.cc)}); err != nil {
 			s.sendMu.Unlock()
 			return err
 		}
@@ -609,7 +609,7 @@ func (s *retryStream) attemptEnded(a *attempt, err error) error {
 			committed = true // response headers had arrived (gRFC A6)
 		}
 	}
-	o := Outcome{Err: err, Trailer: a.cs.Trailer(), Committed: committed, Local: localErr != nil || localError(err)}
+	o := Outcome{Err: err, Trailer: a.cs.Trailer(), Committed: committed, Local: localErr != nil || localError(err), Disconnected: disconnected(s.cc)}
 	if err := s.decide(o); err != nil {
 		return err
 	}

@@ -135,6 +135,8 @@ func (u *unaryCall) attempts(ctx context.Context, d Decider, method string, req,
 			Local:     localError(err),
 			Attempt:   c.Attempts,
 			Elapsed:   c.Elapsed,
+
+			Disconnected: disconnected(cc),
 		})
 		if final != nil {
 			return final

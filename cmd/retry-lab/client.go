@@ -139,6 +139,10 @@ func (cl *client) start() *call {
 
 const noDeadline = time.Duration(1<<63 - 1)
 
+// disconnected reports whether the client's channel has no connection now,
+// as the interceptor asks the gRPC channel right after an attempt failed.
+func (cl *client) disconnected() bool { return cl.ch != nil && !cl.ch.ready(cl.sim.now) }
+
 func (cl *client) attempt(c *call) {
 	c.ic.Attempts++
 	now := cl.sim.now
@@ -217,7 +221,7 @@ func (cl *client) attemptEnded(c *call, err error) {
 		return
 	}
 	c.last = err
-	delay, final := cl.dec.Failed(&c.ctx, &c.ic, interceptor.Outcome{Err: err, Attempt: c.ic.Attempts, Elapsed: c.ic.Elapsed})
+	delay, final := cl.dec.Failed(&c.ctx, &c.ic, interceptor.Outcome{Err: err, Attempt: c.ic.Attempts, Elapsed: c.ic.Elapsed, Disconnected: cl.disconnected()})
 	if final != nil {
 		cl.finish(c, final)
 		return

@@ -165,7 +165,7 @@ func (cl *client) hedgeEnded(c *call, n int32, err error) {
 	default:
 		c.last = err
 		alone := h.inflight == 0
-		delay, final := cl.dec.Failed(&c.ctx, &c.ic, interceptor.Outcome{Err: err, Attempt: int(n), Alone: alone, Elapsed: elapsed})
+		delay, final := cl.dec.Failed(&c.ctx, &c.ic, interceptor.Outcome{Err: err, Attempt: int(n), Alone: alone, Elapsed: elapsed, Disconnected: cl.disconnected()})
 		switch {
 		case final != nil:
 			cl.hedgeDecide(c, final)

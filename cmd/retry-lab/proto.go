@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/seed4f82f287/retry"
+	"github.com/seed4f82f287/retry/internal/seam"
 )
 
 // timeoutRule is a rule for charging a first attempt that fails with class
@@ -81,12 +82,12 @@ func (b *creditProto) Success() {
 	b.add(b.ratio)
 }
 
-func (b *creditProto) Failed(now time.Time, retried, _, timedOut bool) {
-	if !retried && (!timedOut || b.rule == timeoutsFree) {
+func (b *creditProto) Failed(now time.Time, f seam.Failure) {
+	if !f.Retry && (!f.Timeout || b.rule == timeoutsFree) || f.Disconnected {
 		return
 	}
 	b.earn(now.UnixNano())
-	if !retried && b.rule == timeoutsInDebt && b.balance > 0 {
+	if !f.Retry && b.rule == timeoutsInDebt && b.balance > 0 {
 		return
 	}
 	b.add(-1000)

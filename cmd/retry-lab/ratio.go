@@ -2,6 +2,8 @@ package main
 
 import (
 	"time"
+
+	"github.com/seed4f82f287/retry/internal/seam"
 )
 
 // ratioBudget is the package's former default budget, kept in the lab to
@@ -26,7 +28,7 @@ func newRatioBudget() *ratioBudget { return &ratioBudget{balance: ratioCap} }
 
 func (b *ratioBudget) Success() { b.balance = min(b.balance+ratioDeposit, ratioCap) }
 
-func (b *ratioBudget) Failed(time.Time, bool, bool, bool) {}
+func (b *ratioBudget) Failed(time.Time, seam.Failure) {}
 
 func (b *ratioBudget) TryRetry(now time.Time) bool {
 	if b.balance >= 1000 {

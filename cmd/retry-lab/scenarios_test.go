@@ -156,6 +156,13 @@ func TestRestart(t *testing.T) {
 			t.Errorf("%s, connection-aware: %d of %d calls hit succeeded, want all (at least %d hit)", name, r.ok, r.hit, restartTrials*restartRate)
 		}
 	}
+	// With a 2s PerAttemptTimeout a wait for the channel can end before it
+	// is back (up to 2.9s): that retry fails fast, for want of a
+	// connection, which the credit budget does not charge, so the next
+	// retry waits again and succeeds.
+	if r := runRestart(1, policy(t, "credit"), true, 2*time.Second); r.ok != r.hit {
+		t.Errorf("credit, connection-aware, 2s attempt timeout: %d of %d calls hit succeeded, want all", r.ok, r.hit)
+	}
 	// Failing fast, the 3 retries are spent within about 350ms while the
 	// channel needs 1s or more.
 	if r := runRestart(1, policy(t, "nobudget"), false, 0); r.ok*2 > r.hit {

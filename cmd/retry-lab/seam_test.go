@@ -64,7 +64,7 @@ type countingBudget struct {
 }
 
 func (b *countingBudget) Success() {}
-func (b *countingBudget) Failed(now time.Time, _, _, _ bool) {
+func (b *countingBudget) Failed(now time.Time, _ seam.Failure) {
 	b.failed++
 	b.at = now
 }

@@ -23,8 +23,16 @@ import (
 // concurrent use if the Decider is driven from one goroutine.
 type Budget interface {
 	Success()
-	Failed(now time.Time, retry, committed, timeout bool)
+	Failed(now time.Time, f Failure)
 	TryRetry(now time.Time) bool
+}
+
+// Failure is what package retry tells its budget of a failed attempt.
+type Failure struct {
+	Retry        bool // a retry or a hedge, not a call's first attempt
+	Committed    bool // the call had committed
+	Timeout      bool // the attempt ran out of time (class Timeout)
+	Disconnected bool // the channel had no ready connection right after it failed
 }
 
 // Config is what NewDecider puts in place of the policy's seams.

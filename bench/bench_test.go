@@ -127,8 +127,8 @@ func clients() []client {
 		ours("ours-hedged", hedged),   // a fixed hedge delay no call reaches
 		ours("ours-learned", learned), // a learned hedge delay
 		// ours-nobudget with Metrics on an OpenTelemetry SDK, set up by
-		// DialOptions: with the stats handler that counts transparent
-		// retries.
+		// DialOptions without CountTransparentRetries (so no stats
+		// handler); BenchmarkMetricsCost measures that option.
 		{"ours-metrics", retry.DialOptions(metrics)},
 	}
 }

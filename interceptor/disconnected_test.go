@@ -37,8 +37,10 @@ func (d *outcomeDecider) Failed(ctx context.Context, c *Call, o Outcome) (time.D
 	return 0, o.Err
 }
 
-func (d *outcomeDecider) Wait(ctx context.Context, c *Call, delay time.Duration) error { return ctx.Err() }
-func (d *outcomeDecider) Done(ctx context.Context, c *Call, err error)                 {}
+func (d *outcomeDecider) Wait(ctx context.Context, c *Call, delay time.Duration) error {
+	return ctx.Err()
+}
+func (d *outcomeDecider) Done(ctx context.Context, c *Call, err error) {}
 func (d *outcomeDecider) Hedge(ctx context.Context, c *Call, alone bool) (bool, error) {
 	return false, nil
 }

@@ -78,8 +78,8 @@ func (c *compiled) hedgeMethod(method string) *methodHedge {
 // estimator how long the call's first attempt took. When a hedge sent on
 // time won, the first attempt was still running: it had run for at least
 // the hedges' delays plus the winner's time, and that lower bound is what
-// is learned (learning the winner's time instead would miss the slow
-// attempts that hedging cuts short, and bias the delay low).
+// is learned, as a lower bound (learning the winner's time instead would
+// miss the slow attempts that hedging cuts short, and bias the delay low).
 func (c *compiled) hedgeSucceeded(call *interceptor.Call) {
 	m := c.hedgeMethod(call.Method)
 	if m == nil {
@@ -93,7 +93,8 @@ func (c *compiled) hedgeSucceeded(call *interceptor.Call) {
 	if s, _ := call.State.(*callState); call.Winner > 1 && call.HedgeDelay > 0 && (s == nil || !s.firstFailed && s.hedgesFailed == 0) {
 		// Every attempt was sent on time, attempt n at (n-1) delays: the
 		// first had run this long when the winner answered.
-		d += time.Duration(call.Winner-1) * call.HedgeDelay
+		m.est.observeBound(d + time.Duration(call.Winner-1)*call.HedgeDelay)
+		return
 	}
 	m.est.observe(d)
 }

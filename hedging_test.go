@@ -286,10 +286,20 @@ func TestHedgeLoadGuardScope(t *testing.T) {
 }
 
 // observed returns how many samples the estimator of method holds at d's
-// bucket.
-func observed(c *compiled, d time.Duration) uint32 {
-	e := c.hedgeMethod("/test.Service/Method").est
-	return e.gens[0][bucketOf(d)].Load() + e.gens[1][bucketOf(d)].Load()
+// bucket: exact latencies and lower bounds.
+func observed(c *compiled, d time.Duration) (exact, bounds uint64) {
+	return c.hedgeMethod("/test.Service/Method").est.count(bucketOf(d))
+}
+
+// learned returns how many exact latencies the estimator of method holds
+// at d's bucket, and fails the test if it holds lower bounds there.
+func learned(t *testing.T, c *compiled, d time.Duration) uint64 {
+	t.Helper()
+	exact, bounds := observed(c, d)
+	if bounds != 0 {
+		t.Fatalf("%d lower bounds at %v", bounds, d)
+	}
+	return exact
 }
 
 // TestLearnedDelaySamples: one sample per successful call, the first
@@ -319,15 +329,15 @@ func TestLearnedDelaySamples(t *testing.T) {
 		t.Fatalf("delay %v after 20 calls of 100ms", d)
 	}
 	// The second attempt, sent on time, won after 30ms: the first had run
-	// d + 30ms.
+	// d + 30ms, a lower bound of its latency.
 	succeed(2, 30*time.Millisecond, false)
-	if observed(c, d+30*time.Millisecond) != 1 || observed(c, 30*time.Millisecond) != 0 {
-		t.Fatal("a hedge's win was not learned as the first attempt's time so far")
+	if exact, bounds := observed(c, d+30*time.Millisecond); exact != 0 || bounds != 1 || learned(t, c, 30*time.Millisecond) != 0 {
+		t.Fatal("a hedge's win was not learned as a lower bound, the first attempt's time so far")
 	}
 	// After a failure the winner was not sent on time: its own time. The
 	// fast failure itself is not a sample.
 	succeed(2, 40*time.Millisecond, true)
-	if observed(c, 40*time.Millisecond) != 1 || observed(c, time.Millisecond) != 0 {
+	if learned(t, c, 40*time.Millisecond) != 1 || learned(t, c, time.Millisecond) != 0 {
 		t.Fatal("a win after a failure: want the winner's time, and no sample of the fast failure")
 	}
 	// An attempt cut by its per-attempt timeout, the caller's deadline
@@ -336,7 +346,7 @@ func TestLearnedDelaySamples(t *testing.T) {
 	defer cancel()
 	call := hedgedCall(t, c, 1)
 	c.Failed(dctx, call, interceptor.Outcome{Err: status.Error(codes.DeadlineExceeded, "attempt timeout"), Attempt: 1, Elapsed: time.Second, Alone: true})
-	if observed(c, time.Second) != 1 {
+	if learned(t, c, time.Second) != 1 {
 		t.Fatal("a timed-out attempt was not learned")
 	}
 	// A failed call teaches nothing and earns nothing.

@@ -23,15 +23,42 @@ import (
 //
 // Latencies go into a histogram of 8 buckets per power of two, from 1µs to
 // about 18 minutes, with no ceiling that would switch hedging off for
-// multi-second calls. The delay is the top of the bucket that holds the
-// percentile, 0 to 12.5% above it, so slightly fewer hedges than
-// MaxExtraLoad are due and the load guard (loadGuard) keeps headroom. The
-// histogram has two generations of window samples each: the estimate
-// covers the last one to two windows, so it follows a shift in latency
-// within a window. Recording is two atomic additions (a lock only to
-// switch generations, once per window); the estimate is recomputed every
-// 16 samples (reading the buckets from the fastest up to the one that holds
-// the percentile, not the whole histogram) and read with one atomic load.
+// multi-second calls; each bucket counts exact latencies and lower bounds
+// apart. The delay is found in two steps:
+//
+//   - the bucket that holds the percentile, counting lower bounds where
+//     they fall (the rule above);
+//   - then, below it, the lowest bucket that leaves at most half a standard
+//     error of the count above the percentile, √(n·MaxExtraLoad·(1 −
+//     MaxExtraLoad))/2 exact latencies of n (about 5 of 2,000 at the
+//     default), between the two. Lower bounds in between do not count:
+//     each says that its first attempt ran past the delay its call was
+//     hedged at, not whether it would have run past this one.
+//
+// The second step matters where the percentile falls in a gap between the
+// bulk of the calls and a cluster of slow ones (stragglers about as
+// frequent as MaxExtraLoad): there, from one window to the next, the
+// percentile jumps between the gap's ends with the number of stragglers
+// the window happened to draw, and, once the delay is low, the stragglers
+// hedged come back as lower bounds just above it (its delay plus the
+// winner's time) and each estimate climbs on the last one's bounds. The low
+// edge of the gap hedges the same calls, within the sampling error of the
+// percentile, and hedges them sooner. Where the percentile falls among many
+// calls (a bucket holds more than the tolerance) the delay stays there.
+// The tolerance is half a standard error, not a whole one, because each
+// hedge due beyond MaxExtraLoad is one the load guard must refuse, to
+// whichever call is due next, straggler or not.
+//
+// The delay is the top of the bucket so found, 0 to 12.5% above its
+// latencies, so slightly fewer hedges than MaxExtraLoad are due and the
+// load guard (loadGuard) keeps headroom. The histogram has two generations
+// of window samples each: the estimate covers the last one to two windows,
+// so it follows a shift in latency within a window. Recording is two
+// atomic additions (a lock only to switch generations, once per window);
+// the estimate is recomputed every 16 samples (reading the buckets from
+// the fastest up to the one that holds the percentile, and those the
+// second step walks down, not the whole histogram) and read with one
+// atomic load.
 const (
 	latencyBucketsPerOctave = 8
 	latencyMinOctave        = 10 // 2^10 ns ≈ 1µs
@@ -42,15 +69,22 @@ const (
 	latencyRecompute        = 16   // samples between estimates
 )
 
+// A bucket counts exact latencies in its low 16 bits and lower bounds in
+// its high 16 bits (a generation holds about latencyWindow samples).
+const (
+	latencyBound = 1 << 16          // one lower bound
+	latencyExact = latencyBound - 1 // the mask of the exact latencies
+)
+
 type latencyEstimator struct {
 	quantile float64 // the percentile of the delay: 1 - MaxExtraLoad
 	minDelay time.Duration
 
-	gens    [2][latencyBuckets]atomic.Uint32
-	cur     atomic.Uint32 // the generation being filled: 0 or 1
-	total   atomic.Int64  // samples ever (for the warm-up)
-	delay   atomic.Int64  // the estimate in ns; 0 until warm
-	windows sync.Mutex    // serialises generation switches
+	gens    [2][latencyBuckets]atomic.Uint32 // exact latencies | lower bounds<<16
+	cur     atomic.Uint32                    // the generation being filled: 0 or 1
+	total   atomic.Int64                     // samples ever (for the warm-up)
+	delay   atomic.Int64                     // the estimate in ns; 0 until warm
+	windows sync.Mutex                       // serialises generation switches
 }
 
 func newLatencyEstimator(h *Hedging) *latencyEstimator {
@@ -83,9 +117,15 @@ func bucketTop(i int) time.Duration {
 }
 
 // observe records one latency.
-func (e *latencyEstimator) observe(d time.Duration) {
+func (e *latencyEstimator) observe(d time.Duration) { e.record(d, 1) }
+
+// observeBound records a lower bound of a latency: a first attempt that
+// had run d when a hedge won.
+func (e *latencyEstimator) observeBound(d time.Duration) { e.record(d, latencyBound) }
+
+func (e *latencyEstimator) record(d time.Duration, one uint32) {
 	g := e.cur.Load()
-	e.gens[g][bucketOf(d)].Add(1)
+	e.gens[g][bucketOf(d)].Add(one)
 	total := e.total.Add(1)
 	if total%latencyWindow == 0 {
 		e.switchGeneration(g) // this sample ends a window: the next go to a fresh generation
@@ -109,13 +149,25 @@ func (e *latencyEstimator) switchGeneration(from uint32) {
 	e.cur.Store(next)
 }
 
+// count returns the exact latencies and the lower bounds in bucket i of
+// both generations.
+func (e *latencyEstimator) count(i int) (exact, bounds uint64) {
+	for g := range e.gens {
+		v := e.gens[g][i].Load()
+		exact += uint64(v & latencyExact)
+		bounds += uint64(v >> 16)
+	}
+	return exact, bounds
+}
+
 // recompute sets the estimate from both generations. Their sample count
 // follows from the total (the current generation holds the samples since
 // the last multiple of latencyWindow, the other a whole window once there
 // has been one), so it reads the buckets only from the fastest up to the
-// one that holds the percentile. (While samples are being recorded
-// concurrently the count can be off by the samples in flight; if the rank
-// is not reached, the estimate stays as it was.)
+// one that holds the percentile, then down from it as far as lowEdge goes.
+// (While samples are being recorded concurrently the count can be off by
+// the samples in flight; if the rank is not reached, the estimate stays as
+// it was.)
 func (e *latencyEstimator) recompute() {
 	total := e.total.Load()
 	n := total % latencyWindow
@@ -128,12 +180,30 @@ func (e *latencyEstimator) recompute() {
 	rank := uint64(math.Ceil(e.quantile * float64(n)))
 	var seen uint64
 	for i := range latencyBuckets {
-		seen += uint64(e.gens[0][i].Load()) + uint64(e.gens[1][i].Load())
+		exact, bounds := e.count(i)
+		seen += exact + bounds
 		if seen >= rank {
-			e.delay.Store(int64(max(bucketTop(i), e.minDelay)))
+			e.delay.Store(int64(max(bucketTop(e.lowEdge(i, n)), e.minDelay)))
 			return
 		}
 	}
+}
+
+// lowEdge returns the bucket of the delay, given the bucket i that holds
+// the percentile of n samples: the lowest bucket j ≤ i such that the
+// buckets j+1 to i hold at most half a standard error of the count above
+// the percentile in exact latencies (lower bounds do not count).
+func (e *latencyEstimator) lowEdge(i int, n int64) int {
+	load := 1 - e.quantile
+	tolerance := math.Sqrt(float64(n)*load*(1-load)) / 2
+	var passed uint64
+	for ; i > 0; i-- {
+		exact, _ := e.count(i)
+		if passed += exact; float64(passed) > tolerance {
+			break
+		}
+	}
+	return i
 }
 
 // hedgeDelay returns the learned delay, and false while warming up.

@@ -230,12 +230,16 @@ type Policy struct {
 type Hedging struct {
 	// Delay is the wait before each hedge. 0 (the default) learns it, per
 	// method, from its recent successful calls: how long the first attempt
-	// took (or, when a hedge won, had run by then), and attempts cut by
-	// PerAttemptTimeout; fast failures are not learned. The delay is the
-	// percentile 1 - MaxExtraLoad of the last 1,000 to 2,000 of them, at
-	// least MinDelay and with no upper cap; until 20 calls have succeeded,
-	// hedges only replace failed attempts. Negative sends every attempt
-	// at once (gRFC A6's hedgingDelay of 0).
+	// took (or, when a hedge won, a lower bound: how long it had run by
+	// then), and attempts cut by PerAttemptTimeout; fast failures are not
+	// learned. The delay is the percentile 1 - MaxExtraLoad of the last
+	// 1,000 to 2,000 of them, at least MinDelay and with no upper cap;
+	// where that percentile falls in a gap above the bulk of the calls
+	// (stragglers about as frequent as MaxExtraLoad), it is the gap's low
+	// edge, if that hedges at most half a standard error more of the
+	// calls (about 5 of 2,000 at the default), lower bounds not counted.
+	// Until 20 calls have succeeded, hedges only replace failed attempts.
+	// Negative sends every attempt at once (gRFC A6's hedgingDelay of 0).
 	Delay time.Duration
 	// MaxExtraLoad is the share of calls that may send a hedge on time
 	// (default 0.05): a learned delay is set where about that many calls

@@ -238,24 +238,34 @@ func TestTailModel(t *testing.T) {
 	}
 }
 
-// TestTailGoals: the learned delay cuts the 99th and 99.9th percentiles of
-// calls (and of the time to first token of streams) at least threefold,
-// with at most 5% more attempts, its guard rarely refusing a hedge due.
+// TestTailGoals: the learned delay cuts the 99th percentile of calls (and
+// of the time to first token of streams) at least threefold, with at most
+// 5% more attempts, whether 2% or 5% of attempts straggle (as many as
+// MaxExtraLoad allows to hedge: the percentile of the latencies falls in
+// the gap between the bulk and the stragglers). With 2%, the 99.9th too,
+// its guard rarely refusing a hedge due; with 5%, the guard refuses some
+// (its earnings match the stragglers), under 1% of the calls.
 func TestTailGoals(t *testing.T) {
 	t.Parallel()
-	m := tailBase
-	m.straggle = 0.02
-	rows := hedgeRows(m)
-	for _, stream := range []bool{false, true} {
-		none := runTail(1, row(t, rows, "no hedging"), m, stream, 20*time.Second)
-		r := runTail(1, row(t, rows, "adaptive/2"), m, stream, 20*time.Second)
-		for _, p := range []float64{0.99, 0.999} {
-			if a, b := none.percentile(p), r.percentile(p); a < 3*b {
-				t.Errorf("stream %v: p%g %v without hedging, %v learned: want at least 3x less", stream, 100*p, a, b)
-			}
+	for _, straggle := range tailStraggles {
+		m := tailBase
+		m.straggle = straggle
+		rows := hedgeRows(m)
+		ps, denied := []float64{0.99, 0.999}, 0.001
+		if straggle > 0.02 {
+			ps, denied = []float64{0.99}, 0.01
 		}
-		if x := r.extra(); x > 0.05 || r.denied*1000 > r.calls {
-			t.Errorf("stream %v: %.4f hedges per call, %d of %d calls denied; want ≤ 0.05 and ≤ 0.1%%", stream, x, r.denied, r.calls)
+		for _, stream := range []bool{false, true} {
+			none := runTail(1, row(t, rows, "no hedging"), m, stream, 20*time.Second)
+			r := runTail(1, row(t, rows, "adaptive/2"), m, stream, 20*time.Second)
+			for _, p := range ps {
+				if a, b := none.percentile(p), r.percentile(p); a < 3*b {
+					t.Errorf("%g%% stragglers, stream %v: p%g %v without hedging, %v learned: want at least 3x less", 100*straggle, stream, 100*p, a, b)
+				}
+			}
+			if x := r.extra(); x > 0.05 || float64(r.denied) > denied*float64(r.calls) {
+				t.Errorf("%g%% stragglers, stream %v: %.4f hedges per call, %d of %d calls denied; want ≤ 0.05 and ≤ %g%%", 100*straggle, stream, x, r.denied, r.calls, 100*denied)
+			}
 		}
 	}
 }

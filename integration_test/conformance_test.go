@@ -80,19 +80,18 @@ func TestUnaryCommitWithInterceptorCaptures(t *testing.T) {
 	})
 }
 
-// TestStreamTrailerCommits: a stream's Trailer() commits it, as grpc-go's
-// does: an attempt that then fails, retryably and before any response
-// header, is not retried (StopCommitted). Without the Trailer() call the
-// same failure is retried.
-func TestStreamTrailerCommits(t *testing.T) {
-	for _, readTrailer := range []bool{true, false} {
-		name := map[bool]string{true: "Trailer read", false: "Trailer not read"}[readTrailer]
-		t.Run(name, func(t *testing.T) {
+// TestStreamTrailerAndContextCommit: a stream's Trailer() or Context()
+// commits it, as grpc-go's does: an attempt that then fails, retryably and
+// before any response header, is not retried (StopCommitted). Without
+// either call the same failure is retried.
+func TestStreamTrailerAndContextCommit(t *testing.T) {
+	for _, call := range []string{"Trailer", "Context", "neither"} {
+		t.Run(call, func(t *testing.T) {
 			s := &stubServer{}
 			read := make(chan struct{})
 			s.StreamGenerateF = func(req *inferencev1.StreamGenerateRequest, stream grpc.ServerStreamingServer[inferencev1.StreamGenerateResponse]) error {
 				if s.attempt(stream.Context()) == 1 {
-					select { // fail once the caller has (or has not) read the trailer
+					select { // fail once the caller has (or has not) made its call
 					case <-read:
 					case <-stream.Context().Done():
 						return stream.Context().Err()
@@ -106,14 +105,19 @@ func TestStreamTrailerCommits(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if readTrailer {
+			switch call {
+			case "Trailer":
 				if md := stream.Trailer(); len(md) != 0 {
 					t.Fatalf("Trailer() before the end = %v, want none", md)
+				}
+			case "Context":
+				if err := stream.Context().Err(); err != nil {
+					t.Fatalf("Context().Err() of a live stream = %v", err)
 				}
 			}
 			close(read)
 			got, err := recvTokens(stream)
-			if readTrailer {
+			if call != "neither" {
 				if len(got) != 0 {
 					t.Fatalf("tokens %q after a committed attempt failed", got)
 				}

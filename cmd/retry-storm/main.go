@@ -1,10 +1,12 @@
 // Command retry-storm simulates retry storms over real gRPC (in memory, on
 // bufconn) and measures how the retry library's budgets and jitter modes
-// contain them. The whole default run takes under a minute:
+// contain them, and how hedging cuts a latency tail. The default run
+// (outage, steady, herd) takes under a minute, as does tail,ttft:
 //
 //	go run ./cmd/retry-storm
 //	go run ./cmd/retry-storm -scenario outage -policy nobudget,ratio -clients 100 -parallel 1
 //	go run ./cmd/retry-storm -scenario herd -herd-scale 1   # the study's time scale, ~100s
+//	go run ./cmd/retry-storm -scenario tail,ttft
 //
 // Scenarios:
 //
@@ -26,6 +28,22 @@
 //     (100) clients each make one optimistic-concurrency write to one row,
 //     and retry conflicts with each jitter mode. Time is scaled by
 //     -herd-scale (0.1) so that un-jittered backoff ends in seconds.
+//   - tail: the policy lab's tail scenario, hedged over real gRPC. The
+//     server's attempts take a log-normal time (median 100ms, σ 0.3),
+//     except stragglers (-tail-straggle: 2%, 5% of attempts, drawn
+//     independently) that take 10× as long; a cancelled attempt returns at
+//     once and is counted. -tail-clients (10) clients × -tail-rate (25/s),
+//     open loop, each with its own connection (so its own learned delay,
+//     load guard and budget); calls scheduled in the measured time after a
+//     warm-up (-tail-time: 2s, 20s) are measured. Rows: no hedging, a fixed
+//     delay at the healthy p95 (164ms) with MaxExtraLoad 0.25 and with the
+//     default 0.05, and the learned delay (Hedging{}), all MaxAttempts 2.
+//     The latencies are a hash of (seed, call, attempt), the same for every
+//     row; -tail-scale scales them. The 8 runs (4 rows × 2 shares) are
+//     played at once (-tail-parallel), each on its own server.
+//   - ttft: the same with server streams: an attempt's first message comes
+//     after its latency (then 4 more, 20ms apart), and the time to first
+//     message is measured.
 //
 // Attempts are counted on the server (every RPC that arrives) and logical
 // calls on the client; both are attributed to the phase in which the
@@ -68,6 +86,7 @@ type config struct {
 	scenarios   map[string]bool
 	parallel    int
 	herd        herdConfig
+	tail        tailConfig
 }
 
 func main() {
@@ -99,7 +118,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		steady   = fs.String("steady", "1%,5%,20%", "steady scenario: the rates of random Unavailable failures, one run each")
 		steadyT  = fs.String("steady-time", "0.5s,1.5s", "steady scenario: warm-up (not measured) and measured durations")
 		policy   = fs.String("policy", "all", "policies to compare, a comma list or all (jitter variants nobudget-* run in the outage scenario only, unless named)")
-		scenario = fs.String("scenario", "all", "scenarios to run, a comma list of outage, steady, herd, or all")
+		scenario = fs.String("scenario", "outage,steady,herd", "scenarios to run, a comma list of outage, steady, herd, tail, ttft, or all")
+		tailT    = fs.String("tail-time", "2s,20s", "tail/ttft: warm-up (not measured) and measured durations")
+		straggle = fs.String("tail-straggle", "2%,5%", "tail/ttft: the shares of attempts that straggle (10× slower), one run each")
 		seed     = fs.Uint64("seed", 1, "seed of the server's failures and the herd's network delays")
 	)
 	fs.IntVar(&cfg.storm.clients, "clients", 50, "outage/steady: concurrent clients, each with its own connection and interceptor")
@@ -112,6 +133,10 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.Float64Var(&cfg.herd.scale, "herd-scale", 0.1, "herd: time scale of the backoff (base, 2s cap) and network delays (10ms±2ms); 1 is the study's")
 	fs.DurationVar(&cfg.herd.base, "herd-base", herdBase, "herd: InitialBackoff at scale 1 (the study's first sleep: 2 × its base of 5ms)")
 	fs.IntVar(&cfg.herd.runs, "herd-runs", 1, "herd: runs per jitter mode, averaged (the study averaged 100)")
+	fs.IntVar(&cfg.tail.clients, "tail-clients", 10, "tail/ttft: clients, each with its own connection and interceptor")
+	fs.Float64Var(&cfg.tail.rate, "tail-rate", 25, "tail/ttft: calls per second per client")
+	fs.Float64Var(&cfg.tail.scale, "tail-scale", 1, "tail/ttft: time scale of the server's latencies (median 100ms) and of the fixed hedge delay")
+	fs.IntVar(&cfg.tail.parallel, "tail-parallel", 8, "tail/ttft: runs (policy, straggler share) played at once, each on its own server")
 	herdJ := fs.String("herd-jitter", "none,full,equal,decorrelated,proportional", "herd: jitter modes to compare; ratios are to none")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
@@ -119,7 +144,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	cfg.storm.seed, cfg.herd.seed = *seed, *seed
+	cfg.storm.seed, cfg.herd.seed, cfg.tail.seed = *seed, *seed, *seed
 
 	ds, err := parseDurations(*timeline, 3)
 	if err != nil {
@@ -137,17 +162,19 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if cfg.steadyDur <= 0 {
 		return cfg, errors.New("-steady-time: the measured duration must be longer than 0")
 	}
-	for _, f := range strings.Split(*steady, ",") {
-		f = strings.TrimSpace(f)
-		scale := 1.0
-		if strings.HasSuffix(f, "%") {
-			f, scale = strings.TrimSuffix(f, "%"), 0.01
-		}
-		v, err := strconv.ParseFloat(f, 64)
-		if err != nil || !(v*scale >= 0 && v*scale <= 1) {
-			return cfg, fmt.Errorf("-steady: %q is not a rate in [0, 1] or [0%%, 100%%]", f)
-		}
-		cfg.steadyRates = append(cfg.steadyRates, v*scale)
+	if cfg.steadyRates, err = parseRates(*steady); err != nil {
+		return cfg, fmt.Errorf("-steady: %w", err)
+	}
+	ds, err = parseDurations(*tailT, 2)
+	if err != nil {
+		return cfg, fmt.Errorf("-tail-time: %w", err)
+	}
+	cfg.tail.warm, cfg.tail.measured = ds[0], ds[1]
+	if cfg.tail.measured <= 0 {
+		return cfg, errors.New("-tail-time: the measured duration must be longer than 0")
+	}
+	if cfg.tail.straggles, err = parseRates(*straggle); err != nil {
+		return cfg, fmt.Errorf("-tail-straggle: %w", err)
 	}
 	if cfg.policies, cfg.explicit, err = selectPolicies(*policy); err != nil {
 		return cfg, fmt.Errorf("-policy: %w", err)
@@ -163,30 +190,58 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	for _, s := range strings.Split(*scenario, ",") {
 		switch s = strings.TrimSpace(s); s {
 		case "all":
-			cfg.scenarios["outage"], cfg.scenarios["steady"], cfg.scenarios["herd"] = true, true, true
-		case "outage", "steady", "herd":
+			for _, s := range allScenarios {
+				cfg.scenarios[s] = true
+			}
+		case "outage", "steady", "herd", "tail", "ttft":
 			cfg.scenarios[s] = true
 		default:
-			return cfg, fmt.Errorf("-scenario: unknown scenario %q (have outage, steady, herd, all)", s)
+			return cfg, fmt.Errorf("-scenario: unknown scenario %q (have %s, all)", s, strings.Join(allScenarios, ", "))
 		}
 	}
 	switch {
-	case cfg.storm.clients < 1, cfg.herd.clients < 1:
-		return cfg, errors.New("-clients and -herd-clients must be at least 1")
+	case cfg.storm.clients < 1, cfg.herd.clients < 1, cfg.tail.clients < 1:
+		return cfg, errors.New("-clients, -herd-clients and -tail-clients must be at least 1")
 	case cfg.storm.capacity < 1:
 		return cfg, errors.New("-capacity must be at least 1")
 	case !(cfg.storm.rate > 0 && cfg.storm.rate <= 1000):
 		return cfg, errors.New("-rate must be in (0, 1000]")
 	case cfg.storm.deadline <= 0 || cfg.storm.service < 0:
 		return cfg, errors.New("-deadline must be positive and -service not negative")
-	case cfg.parallel < 1:
-		return cfg, errors.New("-parallel must be at least 1")
+	case cfg.parallel < 1, cfg.tail.parallel < 1:
+		return cfg, errors.New("-parallel and -tail-parallel must be at least 1")
+	case !(cfg.tail.rate > 0 && cfg.tail.rate <= 1000):
+		return cfg, errors.New("-tail-rate must be in (0, 1000]")
+	case !(cfg.tail.scale > 0 && cfg.tail.scale <= 10):
+		return cfg, errors.New("-tail-scale must be in (0, 10]")
 	case !(cfg.herd.scale > 0 && cfg.herd.scale <= 10):
 		return cfg, errors.New("-herd-scale must be in (0, 10]")
 	case cfg.herd.base <= 0 || cfg.herd.base > herdCap || cfg.herd.runs < 1:
 		return cfg, errors.New("-herd-base must be in (0, 2s] and -herd-runs at least 1")
 	}
 	return cfg, nil
+}
+
+// allScenarios are the scenarios, in the order they run.
+var allScenarios = []string{"outage", "steady", "herd", "tail", "ttft"}
+
+// parseRates parses a comma list of rates in [0, 1], each a number or a
+// percentage.
+func parseRates(list string) ([]float64, error) {
+	var rates []float64
+	for _, f := range strings.Split(list, ",") {
+		f = strings.TrimSpace(f)
+		scale := 1.0
+		if strings.HasSuffix(f, "%") {
+			f, scale = strings.TrimSuffix(f, "%"), 0.01
+		}
+		v, err := strconv.ParseFloat(f, 64)
+		if err != nil || !(v*scale >= 0 && v*scale <= 1) {
+			return nil, fmt.Errorf("%q is not a rate in [0, 1] or [0%%, 100%%]", f)
+		}
+		rates = append(rates, v*scale)
+	}
+	return rates, nil
 }
 
 func parseDurations(s string, n int) ([]time.Duration, error) {
@@ -234,6 +289,17 @@ func run(ctx context.Context, w io.Writer, cfg config) error {
 		if err := runHerdStudy(ctx, w, cfg.herd); err != nil {
 			return err
 		}
+	}
+	for _, name := range []string{"tail", "ttft"} {
+		if !cfg.scenarios[name] {
+			continue
+		}
+		stream := name == "ttft"
+		results, err := runTailScenario(ctx, cfg.tail, stream)
+		if err != nil {
+			return err
+		}
+		printTail(w, cfg.tail, stream, results)
 	}
 	fmt.Fprintf(w, "\ntotal run time %.1fs\n", time.Since(began).Seconds())
 	return nil

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -171,7 +172,8 @@ func TestParseFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(cfg.policies) != len(allPolicies()) || cfg.explicit || !cfg.scenarios["herd"] || len(cfg.steadyRates) != 3 {
+	if len(cfg.policies) != len(allPolicies()) || cfg.explicit || !cfg.scenarios["herd"] || cfg.scenarios["tail"] || len(cfg.steadyRates) != 3 ||
+		len(cfg.tail.straggles) != 2 || cfg.tail.measured <= 0 {
 		t.Errorf("defaults: %+v", cfg)
 	}
 	cfg, err = parseFlags(strings.Fields("-policy default,none -scenario outage -timeline 1s,1s,0s -steady 0.5,2%"), io.Discard)
@@ -181,9 +183,122 @@ func TestParseFlags(t *testing.T) {
 	if len(cfg.policies) != 2 || !cfg.explicit || cfg.scenarios["herd"] || cfg.timeline[2] != 0 || cfg.steadyRates[1] != 0.02 {
 		t.Errorf("parsed: %+v", cfg)
 	}
-	for _, bad := range []string{"-policy bogus", "-scenario x", "-timeline 1s,2s", "-steady 120%", "-rate 0", "-timeline 0s,1s,1s"} {
+	cfg, err = parseFlags(strings.Fields("-scenario all -tail-straggle 1% -tail-time 0s,1s"), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.scenarios["tail"] || !cfg.scenarios["ttft"] || !cfg.scenarios["outage"] || cfg.tail.straggles[0] != 0.01 || cfg.tail.warm != 0 || cfg.tail.measured != time.Second {
+		t.Errorf("parsed: %+v", cfg)
+	}
+	for _, bad := range []string{"-policy bogus", "-scenario x", "-timeline 1s,2s", "-steady 120%", "-rate 0", "-timeline 0s,1s,1s",
+		"-tail-straggle 2,x", "-tail-time 1s,0s", "-tail-rate 0", "-tail-scale 0", "-tail-clients 0", "-tail-parallel 0"} {
 		if _, err := parseFlags(strings.Fields(bad), io.Discard); err == nil {
 			t.Errorf("%s: no error", bad)
+		}
+	}
+}
+
+// TestTail plays the tail scenarios scaled down (2 clients × 30 calls/s,
+// 2% stragglers, 4s measured) and checks what holds whatever the timing:
+// every call succeeds; hedging at the healthy p95 with room in its cap, or
+// at the learned delay, cuts p99 well below no hedging's (a straggler
+// takes 10× as long; both attempts of a call straggle 0.04% of the time);
+// the default cap bounds the hedges; only hedged calls have losers to
+// cancel, and the server sees them cancelled. Its rows run at once, and it
+// does not run in parallel with the other tests: latencies are what it
+// checks, and an overloaded machine would stretch them all.
+func TestTail(t *testing.T) {
+	cfg := tailConfig{clients: 2, rate: 30, warm: time.Second, measured: 4 * time.Second, scale: 1, straggles: []float64{0.02}, seed: 1}
+	m := cfg.model(cfg.straggles[0])
+
+	// The measured calls and their first attempts' latencies are a hash of
+	// the seed: what no hedging measures, give or take the overhead.
+	// Enough of them straggle that its p99 is a straggler's.
+	var first []time.Duration
+	interval := time.Duration(float64(time.Second) / cfg.rate)
+	for i := range cfg.clients {
+		offset := interval * time.Duration(i) / time.Duration(cfg.clients)
+		for seq := 0; ; seq++ {
+			at := offset + time.Duration(seq)*interval
+			if at >= cfg.warm+cfg.measured {
+				break
+			}
+			if at >= cfg.warm {
+				first = append(first, m.latency(cfg.seed, uint64(i)<<32|uint64(seq), 0))
+			}
+		}
+	}
+	model := tailResult{lat: first, calls: int64(len(first))}
+	slices.Sort(model.lat)
+	if p99 := model.percentile(0.99); p99 < 3*m.median {
+		t.Fatalf("the measured calls' first attempts have a p99 of %v: not a straggler's, the p99 checks need one", p99)
+	}
+
+	rows := tailRows(m)
+	type job struct {
+		row    tailRow
+		stream bool
+	}
+	var jobs []job
+	for _, r := range rows {
+		jobs = append(jobs, job{r, false})
+	}
+	jobs = append(jobs, job{rows[len(rows)-1], true}) // learned
+	results := make([]tailResult, len(jobs))
+	err := parallelDo(len(jobs), len(jobs), func(i int) (err error) {
+		results[i], err = runTail(context.Background(), cfg, jobs[i].row, cfg.straggles[0], jobs[i].stream)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	const guardHedges = 10 // what the load guard holds at the default MaxExtraLoad (it starts full)
+	none := results[0]
+	for i, r := range results {
+		name := r.row.name
+		if jobs[i].stream {
+			name += ", stream"
+		}
+		if r.calls != model.calls || r.ok != r.calls {
+			t.Errorf("%s: %d of %d calls succeeded, want all %d", name, r.ok, r.calls, model.calls)
+		}
+		if r.serverAttempts < r.calls || r.serverAttempts > r.attempts {
+			t.Errorf("%s: the server saw %d attempts of %d calls that made %d", name, r.serverAttempts, r.calls, r.attempts)
+		}
+		hedges := r.attempts - r.calls
+		switch {
+		case r.row.hedging == nil:
+			if hedges != 0 || r.cancelled != 0 {
+				t.Errorf("%s: %d hedges, %d attempts cancelled; want none", name, hedges, r.cancelled)
+			}
+			if p99 := r.percentile(0.99); p99 < model.percentile(0.99) {
+				t.Errorf("%s: p99 %v, below its first attempts' %v", name, p99, model.percentile(0.99))
+			}
+			continue
+		case r.cancelled > hedges || hedges >= 5 && r.cancelled == 0:
+			t.Errorf("%s: %d attempts cancelled for %d hedges; want at most one per hedge, and some", name, r.cancelled, hedges)
+		}
+		// Each client's guard holds guardHedges at first and earns
+		// MaxExtraLoad of a hedge per success: a bound on the hedges of the
+		// measured calls, with a margin for the warm-up's calls that end in
+		// the measured time.
+		if bound := r.row.cap + float64(guardHedges*cfg.clients)/float64(r.calls) + 0.05; r.row.cap < 0.25 && r.extra() > bound {
+			t.Errorf("%s: %.2f%% extra attempts, want at most %.2f%%", name, 100*r.extra(), 100*bound)
+		}
+		// A fixed delay held by the default cap hedges as the guard's timing
+		// allows: its p99 is not checked.
+		if r.row.cap < 0.25 && r.row.hedging.Delay > 0 {
+			continue
+		}
+		if p99 := r.percentile(0.99); p99 > none.percentile(0.99)*6/10 {
+			t.Errorf("%s: p99 %v, want at most 0.6 × no hedging's %v", name, p99, none.percentile(0.99))
+		}
+	}
+	if t.Failed() {
+		for i, r := range results {
+			t.Logf("%s (stream %v): %d calls, p50 %v, p99 %v, extra %.2f%%, denied %d, cancelled %d, max lag %v",
+				r.row.name, jobs[i].stream, r.calls, r.percentile(0.5), r.percentile(0.99), 100*r.extra(), r.denied, r.cancelled, r.maxLag)
 		}
 	}
 }

@@ -246,8 +246,8 @@ func (s *bufServer) stop() {
 	<-s.served
 }
 
-// dial returns a connected client of s through retry.Unary(p), gRPC's own
-// retry off, as the library asks.
+// dial returns a connected client of s through retry.Unary(p) and
+// retry.Stream(p), gRPC's own retry off, as the library asks.
 func (s *bufServer) dial(ctx context.Context, p retry.Policy) (*grpc.ClientConn, error) {
 	cc, err := grpc.NewClient("passthrough:///bufnet",
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
@@ -256,6 +256,7 @@ func (s *bufServer) dial(ctx context.Context, p retry.Policy) (*grpc.ClientConn,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDisableRetry(),
 		grpc.WithChainUnaryInterceptor(retry.Unary(p)),
+		grpc.WithChainStreamInterceptor(retry.Stream(p)),
 	)
 	if err != nil {
 		return nil, err

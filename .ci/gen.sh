@@ -13,8 +13,9 @@
 #
 # buf is built from .ci/buf: buf's own format, lint and generate commands at
 # the version .ci/buf/go.mod pins (verified by .ci/buf/go.sum), without the
-# rest of the CLI, which roughly halves the time a cold machine spends
-# compiling it. Each tool is built once per version and Go toolchain: a
+# rest of the CLI, which cuts the time a cold machine spends compiling it
+# by about 30% (3 min 9 s for the whole CLI, 2 min 14 s for these, on 2
+# cores with empty module and build caches). Each tool is built once per version and Go toolchain: a
 # stamp in .tools/bin records what was built, and a later run reuses it.
 set -euo pipefail
 

@@ -2,8 +2,6 @@ package retry
 
 import (
 	"context"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
@@ -119,37 +117,4 @@ func LogBreakerChanges(l logging.Logger) func(BreakerEvent) {
 		}
 		l.Log(context.Background(), level, msg, fields...)
 	}
-}
-
-// logAggregator lets one entry per key through every period, counting the
-// others.
-type logAggregator struct {
-	every time.Duration
-	now   func() time.Time
-	keys  sync.Map // key → *logCount
-}
-
-type logCount struct {
-	next       atomic.Int64 // unix ns before which entries are counted, not logged
-	suppressed atomic.Int64
-}
-
-// admit reports whether an entry for key is logged now and, if so, how
-// many were suppressed since the last one.
-func (a *logAggregator) admit(key any) (int, bool) {
-	if a.every <= 0 {
-		return 0, true
-	}
-	v, ok := a.keys.Load(key)
-	if !ok {
-		v, _ = a.keys.LoadOrStore(key, new(logCount))
-	}
-	c := v.(*logCount)
-	now := a.now().UnixNano()
-	next := c.next.Load()
-	if now < next || !c.next.CompareAndSwap(next, now+int64(a.every)) {
-		c.suppressed.Add(1)
-		return 0, false
-	}
-	return int(c.suppressed.Swap(0)), true
 }

@@ -153,25 +153,50 @@ func LogGiveUpsEvery(l logging.Logger, every time.Duration) func(GiveUpEvent) {
 	if l == nil {
 		panic("retry.LogGiveUps: nil Logger")
 	}
-	agg := &giveUpAggregator{every: every, now: time.Now}
+	agg := &giveUpAggregator{logAggregator{every: every, now: time.Now}}
 	return func(ev GiveUpEvent) { agg.log(l, ev) }
 }
 
-// giveUpAggregator counts give-ups per method and reason between warnings.
-type giveUpAggregator struct {
+// logAggregator lets one entry per key through every period, counting the
+// others: LogGiveUps, LogHedges and LogFallbacks aggregate with it.
+type logAggregator struct {
 	every time.Duration
 	now   func() time.Time
-	keys  sync.Map // giveUpKey → *giveUpCount
+	keys  sync.Map // key → *logCount
 }
+
+type logCount struct {
+	next       atomic.Int64 // unix ns before which entries are counted, not logged
+	suppressed atomic.Int64
+}
+
+// admit reports whether an entry for key is logged now and, if so, how
+// many were suppressed since the last one.
+func (a *logAggregator) admit(key any) (int, bool) {
+	if a.every <= 0 {
+		return 0, true
+	}
+	v, ok := a.keys.Load(key)
+	if !ok {
+		v, _ = a.keys.LoadOrStore(key, new(logCount))
+	}
+	c := v.(*logCount)
+	now := a.now().UnixNano()
+	next := c.next.Load()
+	if now < next || !c.next.CompareAndSwap(next, now+int64(a.every)) {
+		c.suppressed.Add(1)
+		return 0, false
+	}
+	return int(c.suppressed.Swap(0)), true
+}
+
+// giveUpAggregator counts give-ups per method and reason (a giveUpKey)
+// between warnings.
+type giveUpAggregator struct{ logAggregator }
 
 type giveUpKey struct {
 	method string
 	reason StopReason
-}
-
-type giveUpCount struct {
-	next       atomic.Int64 // unix ns before which warnings are counted, not logged
-	suppressed atomic.Int64
 }
 
 func (a *giveUpAggregator) log(l logging.Logger, ev GiveUpEvent) {
@@ -179,27 +204,19 @@ func (a *giveUpAggregator) log(l logging.Logger, ev GiveUpEvent) {
 	if ev.Reason == StopPermanent || ev.Reason == StopCanceled {
 		level = logging.LevelDebug
 	}
-	var suppressed int64
-	if level == logging.LevelWarn && a.every > 0 {
-		v, ok := a.keys.Load(giveUpKey{ev.Method, ev.Reason})
-		if !ok {
-			v, _ = a.keys.LoadOrStore(giveUpKey{ev.Method, ev.Reason}, new(giveUpCount))
-		}
-		c := v.(*giveUpCount)
-		now := a.now().UnixNano()
-		next := c.next.Load()
-		if now < next || !c.next.CompareAndSwap(next, now+int64(a.every)) {
-			c.suppressed.Add(1)
+	suppressed := 0
+	if level == logging.LevelWarn {
+		var ok bool
+		if suppressed, ok = a.admit(giveUpKey{ev.Method, ev.Reason}); !ok {
 			return
 		}
-		suppressed = c.suppressed.Swap(0)
 	}
 	ctx, fields := callFields(ev.Context, ev.Method, ev.Code, ev.Err)
 	fields = append(fields,
 		"grpc.retry.attempts", ev.Attempts,
 		"grpc.retry.class", ev.Class.String(),
 		"grpc.retry.reason", ev.Reason.String(),
-		"grpc.retry.suppressed", int(suppressed),
+		"grpc.retry.suppressed", suppressed,
 	)
 	l.Log(ctx, level, "retry gave up", fields.WithUnique(logging.ExtractFields(ctx))...)
 }

@@ -34,7 +34,7 @@ func (l *countingLogger) Log(_ context.Context, level logging.Level, _ string, f
 // aggregated.
 func TestGiveUpWarningsAreAggregated(t *testing.T) {
 	now := time.Unix(1_000_000, 0)
-	agg := &giveUpAggregator{every: 10 * time.Second, now: func() time.Time { return now }}
+	agg := &giveUpAggregator{logAggregator{every: 10 * time.Second, now: func() time.Time { return now }}}
 	l := new(countingLogger)
 	ev := func(method string, r StopReason) GiveUpEvent {
 		return GiveUpEvent{Method: method, Reason: r, Code: codes.Unavailable, Class: Transient}
@@ -57,7 +57,7 @@ func TestGiveUpWarningsAreAggregated(t *testing.T) {
 	if got := l.suppressed[len(l.suppressed)-1]; got != 49 {
 		t.Fatalf("the next warning counts %v suppressed give-ups, want 49", got)
 	}
-	every := &giveUpAggregator{now: time.Now}
+	every := &giveUpAggregator{logAggregator{now: time.Now}}
 	l2 := new(countingLogger)
 	for range 3 {
 		every.log(l2, ev("/s/A", StopBudget))
@@ -141,7 +141,7 @@ func TestGiveUpAggregationConcurrent(t *testing.T) {
 			methods[i] = fmt.Sprintf("/s/M%d", i)
 		}
 		now := time.Unix(1_000_000, 0)
-		agg := &giveUpAggregator{every: 10 * time.Second, now: func() time.Time { return now }}
+		agg := &giveUpAggregator{logAggregator{every: 10 * time.Second, now: func() time.Time { return now }}}
 		l := new(lockedLogger)
 		run(agg, l, methods, rounds, nil)
 		for _, m := range methods {
@@ -165,12 +165,12 @@ func TestGiveUpAggregationConcurrent(t *testing.T) {
 		methods := []string{"/s/A", "/s/B"}
 		var clock atomic.Int64 // ns since t0, advanced by the goroutines
 		t0 := time.Unix(1_000_000, 0)
-		agg := &giveUpAggregator{every: time.Millisecond, now: func() time.Time { return t0.Add(time.Duration(clock.Load())) }}
+		agg := &giveUpAggregator{logAggregator{every: time.Millisecond, now: func() time.Time { return t0.Add(time.Duration(clock.Load())) }}}
 		l := new(lockedLogger)
 		run(agg, l, methods, rounds, func() { clock.Add(int64(7 * time.Microsecond)) })
 		for _, m := range methods {
 			v, _ := agg.keys.Load(giveUpKey{m, StopBudget})
-			pending := int(v.(*giveUpCount).suppressed.Load())
+			pending := int(v.(*logCount).suppressed.Load())
 			if got := l.warnings[m] + l.suppressed[m] + pending; got != goroutines*rounds {
 				t.Fatalf("%s: %d warnings + %d counted in them + %d pending = %d, want the %d give-ups", m, l.warnings[m], l.suppressed[m], pending, got, goroutines*rounds)
 			}

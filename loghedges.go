@@ -2,7 +2,6 @@ package retry
 
 import (
 	"context"
-	"sync"
 	"time"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
@@ -65,38 +64,24 @@ func LogHedgesEvery(l logging.Logger, every time.Duration) func(HedgeEvent) {
 	if l == nil {
 		panic("retry.LogHedges: nil Logger")
 	}
-	h := &hedgeLogger{every: every, now: time.Now}
+	h := &hedgeLogger{logAggregator{every: every, now: time.Now}}
 	return func(ev HedgeEvent) { h.log(l, ev) }
 }
 
 // hedgeLogger counts hedge denials per method between entries.
-type hedgeLogger struct {
-	every time.Duration
-	now   func() time.Time
-	keys  sync.Map // method → *giveUpCount
-}
+type hedgeLogger struct{ logAggregator }
 
 func (h *hedgeLogger) log(l logging.Logger, ev HedgeEvent) {
 	level, msg := logging.LevelDebug, "hedge sent"
-	var suppressed int64
+	suppressed := 0
 	switch ev.Kind {
 	case HedgeWon:
 		msg = "hedge won"
 	case HedgeDenied:
 		level, msg = logging.LevelInfo, "hedge denied"
-		if h.every > 0 {
-			v, ok := h.keys.Load(ev.Method)
-			if !ok {
-				v, _ = h.keys.LoadOrStore(ev.Method, new(giveUpCount))
-			}
-			c := v.(*giveUpCount)
-			now := h.now().UnixNano()
-			next := c.next.Load()
-			if now < next || !c.next.CompareAndSwap(next, now+int64(h.every)) {
-				c.suppressed.Add(1)
-				return
-			}
-			suppressed = c.suppressed.Swap(0)
+		var ok bool
+		if suppressed, ok = h.admit(ev.Method); !ok {
+			return
 		}
 	}
 	ctx := ev.Context
@@ -122,7 +107,7 @@ func (h *hedgeLogger) log(l logging.Logger, ev HedgeEvent) {
 		"grpc.retry.delay", ev.Delay,
 	)
 	if ev.Kind == HedgeDenied {
-		fields = append(fields, "grpc.retry.suppressed", int(suppressed))
+		fields = append(fields, "grpc.retry.suppressed", suppressed)
 	}
 	l.Log(ctx, level, msg, fields.WithUnique(logging.ExtractFields(ctx))...)
 }

@@ -11,7 +11,7 @@ import (
 // entries are not aggregated.
 func TestHedgeDenialsAreAggregated(t *testing.T) {
 	now := time.Unix(1_000_000, 0)
-	h := &hedgeLogger{every: 10 * time.Second, now: func() time.Time { return now }}
+	h := &hedgeLogger{logAggregator{every: 10 * time.Second, now: func() time.Time { return now }}}
 	l := new(countingLogger)
 	ev := func(method string, k HedgeKind) HedgeEvent {
 		return HedgeEvent{Method: method, Kind: k, Attempt: 2, Delay: 30 * time.Millisecond}
@@ -34,7 +34,7 @@ func TestHedgeDenialsAreAggregated(t *testing.T) {
 	if got := l.suppressed[len(l.suppressed)-1]; got != 49 {
 		t.Fatalf("the next denial counts %v suppressed denials, want 49", got)
 	}
-	every := &hedgeLogger{now: time.Now}
+	every := &hedgeLogger{logAggregator{now: time.Now}}
 	l2 := new(countingLogger)
 	for range 3 {
 		every.log(l2, ev("/s/A", HedgeDenied))

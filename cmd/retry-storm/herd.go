@@ -2,12 +2,10 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"strconv"
 	"sync"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -88,19 +86,11 @@ func runHerd(ctx context.Context, cfg herdConfig, j retry.Jitter) (herdResult, e
 	defer bs.stop()
 
 	p := herdPolicy(j, cfg)
-	conns := make([]*grpc.ClientConn, 0, cfg.clients)
-	defer func() {
-		for _, cc := range conns {
-			cc.Close()
-		}
-	}()
-	for range cfg.clients {
-		cc, err := bs.dial(ctx, p)
-		if err != nil {
-			return herdResult{}, fmt.Errorf("dial: %w", err)
-		}
-		conns = append(conns, cc)
+	conns, closeAll, err := bs.dialClients(ctx, cfg.clients, func() retry.Policy { return p })
+	if err != nil {
+		return herdResult{}, err
 	}
+	defer closeAll()
 
 	// A bound far beyond the slowest run, so that a stuck run still ends.
 	bound := time.Duration(herdMaxAttempts)*(p.MaxBackoff+time.Duration(100*cfg.scale*float64(time.Millisecond))) + 10*time.Second

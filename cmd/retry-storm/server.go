@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"net"
 	"strconv"
@@ -244,6 +245,27 @@ func startServer(impl inferencev1.InferenceServiceServer) *bufServer {
 func (s *bufServer) stop() {
 	s.gs.Stop()
 	<-s.served
+}
+
+// dialClients dials n clients of s, each on a connection of its own with
+// the policy that policy returns for it. closeAll closes every connection;
+// on an error, those dialed are already closed.
+func (s *bufServer) dialClients(ctx context.Context, n int, policy func() retry.Policy) (conns []*grpc.ClientConn, closeAll func(), err error) {
+	closeAll = func() {
+		for _, cc := range conns {
+			cc.Close()
+		}
+	}
+	conns = make([]*grpc.ClientConn, 0, n)
+	for range n {
+		cc, err := s.dial(ctx, policy())
+		if err != nil {
+			closeAll()
+			return nil, nil, fmt.Errorf("dial: %w", err)
+		}
+		conns = append(conns, cc)
+	}
+	return conns, closeAll, nil
 }
 
 // dial returns a connected client of s through retry.Unary(p) and

@@ -4,14 +4,12 @@ import (
 	"cmp"
 	"context"
 	"errors"
-	"fmt"
 	"math"
 	"slices"
 	"strconv"
 	"sync"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
 	"github.com/seed4f82f287/retry"
@@ -101,19 +99,11 @@ func runStorm(ctx context.Context, cfg stormConfig, phases []phaseSpec, spec pol
 	defer bs.stop()
 
 	policyFor := spec.newRun()
-	conns := make([]*grpc.ClientConn, 0, cfg.clients)
-	defer func() {
-		for _, cc := range conns {
-			cc.Close()
-		}
-	}()
-	for range cfg.clients {
-		cc, err := bs.dial(ctx, policyFor())
-		if err != nil {
-			return stormResult{}, fmt.Errorf("dial: %w", err)
-		}
-		conns = append(conns, cc)
+	conns, closeAll, err := bs.dialClients(ctx, cfg.clients, policyFor)
+	if err != nil {
+		return stormResult{}, err
 	}
+	defer closeAll()
 
 	var (
 		mu     sync.Mutex

@@ -234,19 +234,11 @@ func runTail(ctx context.Context, cfg tailConfig, row tailRow, straggle float64,
 		res.delayN++
 		mu.Unlock()
 	}
-	conns := make([]*grpc.ClientConn, 0, cfg.clients)
-	defer func() {
-		for _, cc := range conns {
-			cc.Close()
-		}
-	}()
-	for range cfg.clients {
-		cc, err := bs.dial(ctx, p)
-		if err != nil {
-			return res, fmt.Errorf("dial: %w", err)
-		}
-		conns = append(conns, cc)
+	conns, closeAll, err := bs.dialClients(ctx, cfg.clients, func() retry.Policy { return p })
+	if err != nil {
+		return res, err
 	}
+	defer closeAll()
 
 	interval := time.Duration(float64(time.Second) / cfg.rate)
 	total := cfg.warm + cfg.measured

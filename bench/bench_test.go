@@ -146,14 +146,21 @@ func newMetrics() *retry.Metrics {
 
 func dial(b *testing.B, srv *server, c client) pb.InferenceServiceClient {
 	b.Helper()
+	return dialServer(b, srv, c.opts)
+}
+
+// dialServer serves srv over bufconn and returns a warmed-up client of it
+// with opts; both end at cleanup.
+func dialServer(b *testing.B, srv pb.InferenceServiceServer, opts []grpc.DialOption) pb.InferenceServiceClient {
+	b.Helper()
 	lis := bufconn.Listen(1 << 20)
 	gs := grpc.NewServer()
 	pb.RegisterInferenceServiceServer(gs, srv)
 	go gs.Serve(lis)
-	opts := append([]grpc.DialOption{
+	opts = append([]grpc.DialOption{
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-	}, c.opts...)
+	}, opts...)
 	cc, err := grpc.NewClient("passthrough:///bufnet", opts...)
 	if err != nil {
 		b.Fatal(err)

@@ -3,18 +3,15 @@ package bench
 import (
 	"context"
 	"io"
-	"net"
 	"testing"
 	"time"
 
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/seed4f82f287/retry"
 	pb "github.com/seed4f82f287/retry/gen/inference/v1"
@@ -191,21 +188,5 @@ func (s *metricsServer) Ingest(stream pb.InferenceService_IngestServer) error {
 // client of it with opts; both end at cleanup.
 func metricsDial(b *testing.B, failFirst bool, opts []grpc.DialOption) pb.InferenceServiceClient {
 	b.Helper()
-	lis := bufconn.Listen(1 << 20)
-	gs := grpc.NewServer()
-	pb.RegisterInferenceServiceServer(gs, &metricsServer{failFirst: failFirst})
-	go gs.Serve(lis)
-	cc, err := grpc.NewClient("passthrough:///bufnet", append([]grpc.DialOption{
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-	}, opts...)...)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { cc.Close(); gs.Stop() })
-	pc := pb.NewInferenceServiceClient(cc)
-	if _, err := pc.Generate(context.Background(), &pb.GenerateRequest{Prompt: "warm-up"}); err != nil {
-		b.Fatal(err)
-	}
-	return pc
+	return dialServer(b, &metricsServer{failFirst: failFirst}, opts)
 }
